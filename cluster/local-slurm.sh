@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Starts (or stops) a real single-node SLURM with accounting on this machine,
+# for the integration tests and for trying `reproduce run --cluster local-slurm`:
+# munged, MariaDB, slurmdbd, slurmctld and slurmd from Debian's packages, all
+# state under $SLURM_SCRATCH (default /tmp/musu-slurm).
+#
+#   cluster/local-slurm.sh start    # idempotent; prints the env to source
+#   cluster/local-slurm.sh stop
+#   cluster/local-slurm.sh status
+set -euo pipefail
+ACTION="${1:-start}"
+SCRATCH="${SLURM_SCRATCH:-/tmp/musu-slurm}"
+CLUSTER_NAME="musu"
+HOST="$(hostname -s)"
+CPUS="$(nproc)"
+MEM_MB="$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))"
+CONF_DIR="/etc/slurm"
+log() { echo "[local-slurm] $*" >&2; }
+need() { command -v "$1" >/dev/null || { log "error: $1 not found: run scripts/bootstrap.sh (installs slurm-wlm slurmdbd munge mariadb-server)"; exit 1; }; }
+
+wait_for() {  # wait_for SECONDS CMD...
+    local t="$1"; shift
+    for _ in $(seq "$((t * 5))"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+    return 1
+}
+
+start_munge() {
+    mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
+    [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; }
+    chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
+    chmod 700 /etc/munge; chmod 400 /etc/munge/munge.key
+    if ! pgrep -x munged >/dev/null; then
+        runuser -u munge -- /usr/sbin/munged
+    fi
+    wait_for 10 munge -n || { log "error: munged did not start"; exit 1; }
+}
+
+start_mariadb() {
+    mkdir -p /run/mysqld; chown mysql:mysql /run/mysqld
+    if ! pgrep -x mariadbd >/dev/null && ! pgrep -x mysqld >/dev/null; then
+        [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null 2>&1
+        (mysqld_safe --user=mysql --bind-address=127.0.0.1 >/dev/null 2>&1 &)
+    fi
+    wait_for 30 mariadb -e "select 1" || { log "error: MariaDB did not start"; exit 1; }
+    mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+                CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmpw';
+                GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+}
+
+write_configs() {
+    mkdir -p "$CONF_DIR" "$SCRATCH"/{state,spool,log}
+    cat > "$CONF_DIR/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=root
+LogFile=$SCRATCH/log/slurmdbd.log
+PidFile=$SCRATCH/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=slurmpw
+StorageLoc=slurm_acct_db
+CONF
+    chmod 600 "$CONF_DIR/slurmdbd.conf"
+    cat > "$CONF_DIR/slurm.conf" <<CONF
+ClusterName=$CLUSTER_NAME
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmUser=root
+AuthType=auth/munge
+StateSaveLocation=$SCRATCH/state
+SlurmdSpoolDir=$SCRATCH/spool
+SlurmctldPidFile=$SCRATCH/slurmctld.pid
+SlurmdPidFile=$SCRATCH/slurmd.pid
+SlurmctldLogFile=$SCRATCH/log/slurmctld.log
+SlurmdLogFile=$SCRATCH/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=5
+JobRequeue=1
+ReturnToService=2
+SlurmdTimeout=30
+MinJobAge=60
+KillWait=10
+InactiveLimit=0
+MpiDefault=none
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+CONF
+}
+
+start() {
+    for c in munged slurmctld slurmd slurmdbd sacctmgr mysqld_safe; do need "$c"; done
+    start_munge
+    start_mariadb
+    write_configs
+    pgrep -x slurmdbd >/dev/null || slurmdbd
+    wait_for 30 sacctmgr -n list cluster || { log "error: slurmdbd did not answer; see $SCRATCH/log/slurmdbd.log"; exit 1; }
+    sacctmgr -n list cluster format=cluster | grep -qw "$CLUSTER_NAME" || sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null
+    pgrep -x slurmctld >/dev/null || slurmctld
+    wait_for 30 scontrol ping || { log "error: slurmctld did not start; see $SCRATCH/log/slurmctld.log"; exit 1; }
+    pgrep -x slurmd >/dev/null || slurmd
+    wait_for 30 sh -c "sinfo -h -o %T | grep -Eq 'idle|mix|alloc'" || {
+        scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
+        wait_for 15 sh -c "sinfo -h -o %T | grep -Eq 'idle|mix|alloc'" || { log "error: node not idle; see $SCRATCH/log/slurmd.log"; exit 1; }
+    }
+    log "SLURM cluster '$CLUSTER_NAME' up: partition debug, node $HOST ($CPUS CPUs)"
+}
+
+stop() {
+    for d in slurmd slurmctld slurmdbd; do pkill -x "$d" 2>/dev/null || true; done
+    for _ in $(seq 50); do pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break; sleep 0.2; done
+    log "stopped slurmd, slurmctld, slurmdbd (munged and MariaDB left running)"
+}
+
+case "$ACTION" in
+    start) start ;;
+    stop) stop ;;
+    restart) stop; start ;;
+    status) sinfo && squeue ;;
+    *) echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
+esac

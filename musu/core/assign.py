@@ -1,0 +1,159 @@
+"""Mutual assignment of Section 3 (Eqs. 1-4, 6), as a pure torch function.
+
+Kept free of mmdet so the paper's equations can be tested on hand-worked cases
+and benchmarked on their own; the head in ``musu.models`` only feeds it tensors.
+Everything is vectorised over anchors and objects: one image with 100 objects
+and 60k anchors is a handful of [N, G] tensor operations and one sort.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CRITERIA = ("mutual", "cls", "reg")
+
+
+@dataclass
+class MutualAssignResult:
+    """Per-anchor targets of one image.
+
+    ``gt_inds[i]`` is the object whose candidate bag holds anchor i (-1: none);
+    ``cls_weights``/``reg_weights`` are Eq. 4's w (0 outside every bag);
+    ``bag_sizes[j]`` is |C_j|. ``cls_ranks``/``reg_ranks`` (-1 outside bags) and
+    ``ious`` are kept for inspection and plots.
+    """
+
+    gt_inds: torch.Tensor
+    cls_weights: torch.Tensor
+    reg_weights: torch.Tensor
+    bag_sizes: torch.Tensor
+    cls_ranks: torch.Tensor
+    reg_ranks: torch.Tensor
+    ious: torch.Tensor
+
+    @property
+    def pos_mask(self) -> torch.Tensor:
+        return self.gt_inds >= 0
+
+
+def box_iou_pairwise(boxes: torch.Tensor, gts: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """IoU of every box with every ground truth, [N, G] (x1y1x2y2)."""
+    area_b = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    area_g = (gts[:, 2] - gts[:, 0]).clamp(min=0) * (gts[:, 3] - gts[:, 1]).clamp(min=0)
+    lt = torch.maximum(boxes[:, None, :2], gts[None, :, :2])
+    rb = torch.minimum(boxes[:, None, 2:], gts[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_b[:, None] + area_g[None, :] - inter
+    return inter / union.clamp(min=eps)
+
+
+def rank_within_groups(group: torch.Tensor, values: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """0-based rank of each element by descending value inside its group.
+
+    Ties keep the lower index first. ``group`` holds values in [0, num_groups);
+    the result is aligned with the inputs. Two stable sorts, no Python loop.
+    """
+    order = torch.sort(values, descending=True, stable=True).indices
+    order = order[torch.sort(group[order], stable=True).indices]
+    sizes = torch.bincount(group, minlength=num_groups)
+    starts = torch.cumsum(sizes, 0) - sizes
+    ranks = torch.empty_like(group)
+    ranks[order] = torch.arange(group.numel(), device=group.device) - starts[group[order]]
+    return ranks
+
+
+def ranks_to_weights(ranks: torch.Tensor, tau: torch.Tensor, hard: bool) -> torch.Tensor:
+    """Eq. 4 (soft) or the indicator 1[R < tau] of the soft-vs-hard study."""
+    ranks = ranks.to(tau.dtype)
+    if hard:
+        return (ranks < tau).to(tau.dtype)
+    return torch.exp(-ranks / tau)
+
+
+@torch.no_grad()
+def mutual_assign(
+    cls_prob: torch.Tensor,
+    pred_boxes: torch.Tensor,
+    points: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    *,
+    alpha: float = 1.0 / 3.0,
+    b: float = 0.1,
+    theta: float = 4.0,
+    criteria: str = "mutual",
+    tau_cls: float | None = None,
+    tau_ratio: float = 2.0,
+    hard: bool = False,
+) -> MutualAssignResult:
+    """Candidate bags, mutual rankings and loss weights for one image.
+
+    ``cls_prob`` [N, C] is the final classification probability, ``pred_boxes``
+    [N, 4] the decoded boxes, ``points`` [N, 2] the anchor locations, ``gt_boxes``
+    [G, 4] and ``gt_labels`` [G] the objects. See the package README for the
+    exact semantics; the weights carry no gradient.
+    """
+    if criteria not in CRITERIA:
+        raise ValueError(f"criteria must be one of {CRITERIA}, got {criteria!r}")
+    if not 0.0 < b < 1.0:
+        raise ValueError(f"b must lie in (0, 1), got {b}")
+    if tau_cls is not None and tau_cls <= 0:
+        raise ValueError(f"tau_cls must be positive or None, got {tau_cls}")
+    if tau_ratio <= 0:
+        raise ValueError(f"tau_ratio must be positive, got {tau_ratio}")
+    cls_prob = cls_prob.detach()
+    pred_boxes = pred_boxes.detach()
+    n, g = cls_prob.shape[0], gt_boxes.shape[0]
+    device, dtype = cls_prob.device, cls_prob.dtype
+    gt_inds = torch.full((n,), -1, dtype=torch.long, device=device)
+    zeros = torch.zeros(n, dtype=dtype, device=device)
+    if g == 0 or n == 0:
+        return MutualAssignResult(gt_inds, zeros, zeros.clone(), torch.zeros(g, dtype=torch.long, device=device),
+                                  gt_inds.clone(), gt_inds.clone(), zeros.clone())
+
+    gt_boxes = gt_boxes.to(dtype)
+    ious = box_iou_pairwise(pred_boxes, gt_boxes)  # [N, G]
+    x, y = points[:, 0:1], points[:, 1:2]
+    inside = (x > gt_boxes[None, :, 0]) & (x < gt_boxes[None, :, 2]) & \
+             (y > gt_boxes[None, :, 1]) & (y < gt_boxes[None, :, 3])
+    # A_j: the object of highest IoU among the boxes containing the point
+    # (argmax returns the first maximum, so ties go to the lowest index).
+    masked = torch.where(inside, ious, ious.new_full((), -1.0))
+    best_iou, best_gt = masked.max(dim=1)
+    in_some_box = inside.any(dim=1)
+    cand = in_some_box.nonzero(as_tuple=True)[0]
+    j = best_gt[cand]
+    iou = best_iou[cand].clamp(min=0)
+    p = cls_prob[cand, gt_labels[j].long()]
+    q = iou.pow(theta)
+    joint = p * q  # Eq. 1
+    max_joint = torch.zeros(g, dtype=dtype, device=device).scatter_reduce(0, j, joint, reduce="amax")
+    keep = joint > b * max_joint[j]  # Eq. 2
+    cand, j, p, q = cand[keep], j[keep], p[keep], q[keep]
+
+    if criteria == "mutual":  # Eq. 3
+        v_cls, v_reg = q * p.pow(alpha), p * q.pow(alpha)
+    elif criteria == "cls":
+        v_cls = v_reg = p
+    else:
+        v_cls = v_reg = q
+    bag_sizes = torch.bincount(j, minlength=g)
+    r_cls = rank_within_groups(j, v_cls, g)
+    r_reg = rank_within_groups(j, v_reg, g)
+    if tau_cls is None:  # Eq. 6
+        t_cls = bag_sizes.to(dtype).sqrt()[j]
+    else:
+        t_cls = torch.full_like(p, float(tau_cls))
+    t_reg = t_cls / tau_ratio
+
+    gt_inds[cand] = j
+    cls_w, reg_w = zeros.clone(), zeros.clone()
+    cls_w[cand] = ranks_to_weights(r_cls, t_cls, hard)
+    reg_w[cand] = ranks_to_weights(r_reg, t_reg, hard)
+    cls_ranks, reg_ranks = gt_inds.new_full((n,), -1), gt_inds.new_full((n,), -1)
+    cls_ranks[cand], reg_ranks[cand] = r_cls, r_reg
+    anchor_iou = zeros.clone()
+    anchor_iou[in_some_box] = best_iou[in_some_box].clamp(min=0)
+    return MutualAssignResult(gt_inds, cls_w, reg_w, bag_sizes, cls_ranks, reg_ranks, anchor_iou)

@@ -1,0 +1,3 @@
+from .synthetic import CLASSES, SyntheticSpec, generate
+
+__all__ = ["CLASSES", "SyntheticSpec", "generate"]

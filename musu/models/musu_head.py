@@ -1,0 +1,178 @@
+"""MuSuHead: FCOS's head trained by mutual supervision (Sections 3 and 4.1).
+
+Subclasses mmdet's FCOSHead to keep its GN towers, per-level ``Scale``s, DCN on
+the last tower conv and its registry plumbing. What changes:
+  * the centerness conv becomes implicit objectness, multiplied into the class
+    probability (training and inference alike);
+  * distances are ``stride * exp(scale * raw)`` with a zero-initialised last
+    regression conv, so every location starts as a 2s x 2s box;
+  * #A anchors per location, their initial scale/aspect ratio in the bias;
+  * targets come from ``musu.mutual_assign`` and the losses are Eq. 7 and the
+    w_reg-weighted GIoU loss, each normalised by its weight sum (Eq. 5).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmdet.models.dense_heads import FCOSHead
+from mmdet.models.utils import filter_scores_and_topk, multi_apply
+from mmdet.registry import MODELS
+from mmdet.utils import reduce_mean
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from ..core import mutual_assign, mutual_focal_loss, weighted_giou_loss
+
+DEFAULT_ASSIGNER = dict(alpha=1.0 / 3.0, b=0.1, theta=4.0, criteria="mutual", tau_cls=None, tau_ratio=2.0,
+                        hard=False)
+MAX_LOG_DISTANCE = math.log(1e4)  # keeps exp() finite early in training
+
+
+def initial_anchor_biases(num_anchors: int, seed: int) -> Tensor:
+    """Biases [A, 4] (log l, t, r, b in stride units) of the #A initial anchors.
+
+    #A = 1 is the paper's 2s x 2s box (all zeros). For more anchors, scale k
+    ~ U[1, 2] and aspect ratio r = h/w ~ U[1/2, 2] (Section 4.2), seeded so a
+    config always builds the same anchors.
+    """
+    if num_anchors == 1:
+        return torch.zeros(1, 4)
+    g = torch.Generator().manual_seed(seed)
+    k = torch.empty(num_anchors).uniform_(1.0, 2.0, generator=g)
+    r = torch.empty(num_anchors).uniform_(0.5, 2.0, generator=g)
+    half_w, half_h = k / r.sqrt(), k * r.sqrt()
+    return torch.stack([half_w, half_h, half_w, half_h], 1).log()
+
+
+@MODELS.register_module()
+class MuSuHead(FCOSHead):
+    """FCOS-style dense head with implicit objectness and mutual supervision.
+
+    Args beyond FCOSHead's: ``num_anchors`` (#A), ``assigner`` (the fields of
+    ``musu.mutual_assign``: alpha, b, theta, criteria, tau_cls, tau_ratio,
+    hard), ``beta`` (Eq. 7's penalty exponent), ``focal_alpha``/``focal_gamma``,
+    ``loss_cls_weight``/``loss_bbox_weight`` and ``anchor_seed``.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, *, num_anchors: int = 1,
+                 assigner: Optional[dict] = None, beta: float = 4.0, focal_alpha: float = 0.25,
+                 focal_gamma: float = 2.0, loss_cls_weight: float = 1.0, loss_bbox_weight: float = 1.0,
+                 anchor_seed: int = 0, centerness_on_reg: bool = True, **kwargs) -> None:
+        if num_anchors < 1:
+            raise ValueError(f"num_anchors (#A) must be >= 1, got {num_anchors}")
+        self.num_anchors = int(num_anchors)
+        self.assigner_cfg = {**DEFAULT_ASSIGNER, **dict(assigner or {})}
+        unknown = set(self.assigner_cfg) - set(DEFAULT_ASSIGNER)
+        if unknown:
+            raise ValueError(f"unknown MuSu assigner fields {sorted(unknown)}; known: {sorted(DEFAULT_ASSIGNER)}")
+        self.beta, self.focal_alpha, self.focal_gamma = beta, focal_alpha, focal_gamma
+        self.loss_cls_weight, self.loss_bbox_weight = loss_cls_weight, loss_bbox_weight
+        self.anchor_seed = anchor_seed
+        # FCOS's own target/loss settings are unused by MuSu; the losses below
+        # are Eq. 7 and GIoU, so mmdet's loss modules are only built as FCOS does.
+        super().__init__(num_classes, in_channels, centerness_on_reg=centerness_on_reg, **kwargs)
+
+    def _init_predictor(self) -> None:
+        a = self.num_anchors
+        self.conv_cls = nn.Conv2d(self.feat_channels, self.cls_out_channels * a, 3, padding=1)
+        self.conv_reg = nn.Conv2d(self.feat_channels, 4 * a, 3, padding=1)
+
+    def _init_layers(self) -> None:
+        super()._init_layers()
+        # FCOS's centerness conv, redirected to implicit objectness (one per anchor).
+        self.conv_centerness = nn.Conv2d(self.feat_channels, self.num_anchors, 3, padding=1)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        nn.init.zeros_(self.conv_reg.weight)
+        with torch.no_grad():
+            self.conv_reg.bias.copy_(initial_anchor_biases(self.num_anchors, self.anchor_seed).flatten())
+        nn.init.normal_(self.conv_centerness.weight, std=0.01)
+        nn.init.zeros_(self.conv_centerness.bias)
+
+    def forward_single(self, x: Tensor, scale: nn.Module, stride: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """Class logits [B, A*C, H, W], distances in pixels [B, A*4, H, W], objectness logits [B, A, H, W]."""
+        cls_feat, reg_feat = x, x
+        for layer in self.cls_convs:
+            cls_feat = layer(cls_feat)
+        for layer in self.reg_convs:
+            reg_feat = layer(reg_feat)
+        cls_score = self.conv_cls(cls_feat)
+        objectness = self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat)
+        raw = scale(self.conv_reg(reg_feat)).float()
+        distances = raw.clamp(max=MAX_LOG_DISTANCE).exp() * stride
+        return cls_score, distances, objectness
+
+    # ---- flattening: level-major, then location, then anchor ------------------------------
+    def _flatten(self, cls_scores: List[Tensor], distances: List[Tensor], objectness: List[Tensor]):
+        b, a, c = cls_scores[0].shape[0], self.num_anchors, self.cls_out_channels
+        cls = torch.cat([s.permute(0, 2, 3, 1).reshape(b, -1, c) for s in cls_scores], 1)
+        dist = torch.cat([d.permute(0, 2, 3, 1).reshape(b, -1, 4) for d in distances], 1)
+        obj = torch.cat([o.permute(0, 2, 3, 1).reshape(b, -1) for o in objectness], 1)
+        return cls, dist, obj
+
+    def _points(self, featmap_sizes, dtype, device) -> List[Tensor]:
+        points = self.prior_generator.grid_priors(featmap_sizes, dtype=dtype, device=device)
+        return [p.repeat_interleave(self.num_anchors, 0) for p in points]
+
+    @staticmethod
+    def _decode(points: Tensor, dist: Tensor) -> Tensor:
+        return torch.cat([points - dist[..., :2], points + dist[..., 2:]], -1)
+
+    def final_probs(self, cls_logits: Tensor, obj_logits: Tensor) -> Tensor:
+        """Class sigmoid times implicit-objectness sigmoid: what MuSu ranks and NMS sees."""
+        return cls_logits.sigmoid() * obj_logits.sigmoid().unsqueeze(-1)
+
+    def loss_by_feat(self, cls_scores: List[Tensor], bbox_preds: List[Tensor], centernesses: List[Tensor],
+                     batch_gt_instances, batch_img_metas, batch_gt_instances_ignore=None) -> Dict[str, Tensor]:
+        featmap_sizes = [s.shape[-2:] for s in cls_scores]
+        points = torch.cat(self._points(featmap_sizes, bbox_preds[0].dtype, bbox_preds[0].device))
+        cls, dist, obj = self._flatten(cls_scores, bbox_preds, centernesses)
+        cls_sum = cls.new_zeros(())
+        reg_sum = cls.new_zeros(())
+        w_cls_total, w_reg_total, bag_total = cls.new_zeros(()), cls.new_zeros(()), 0
+        for i, gt in enumerate(batch_gt_instances):
+            probs = self.final_probs(cls[i], obj[i])
+            boxes = self._decode(points, dist[i])
+            res = mutual_assign(probs, boxes, points, gt.bboxes, gt.labels, **self.assigner_cfg)
+            cls_sum = cls_sum + mutual_focal_loss(probs, res.gt_inds, res.cls_weights, gt.labels,
+                                                  alpha=self.focal_alpha, gamma=self.focal_gamma,
+                                                  beta=self.beta).sum()
+            reg_sum = reg_sum + weighted_giou_loss(boxes, res.gt_inds, res.reg_weights, gt.bboxes)
+            w_cls_total = w_cls_total + res.cls_weights.sum()
+            w_reg_total = w_reg_total + res.reg_weights.sum()
+            bag_total += int(res.bag_sizes.sum())
+        n_cls = reduce_mean(w_cls_total).clamp(min=1.0)
+        n_reg = reduce_mean(w_reg_total).clamp(min=1.0)
+        return dict(loss_cls=self.loss_cls_weight * cls_sum / n_cls,
+                    loss_bbox=self.loss_bbox_weight * reg_sum / n_reg,
+                    # logged, not optimised: mmengine sums only keys containing 'loss'
+                    bag_size=cls.new_tensor(bag_total / max(len(batch_gt_instances), 1)))
+
+    def predict_by_feat(self, cls_scores: List[Tensor], bbox_preds: List[Tensor],
+                        score_factors: Optional[List[Tensor]] = None, batch_img_metas: Optional[List[dict]] = None,
+                        cfg=None, rescale: bool = False, with_nms: bool = True) -> List[InstanceData]:
+        cfg = self.test_cfg if cfg is None else cfg
+        featmap_sizes = [s.shape[-2:] for s in cls_scores]
+        level_points = self._points(featmap_sizes, bbox_preds[0].dtype, bbox_preds[0].device)
+        results = []
+        for i, meta in enumerate(batch_img_metas):
+            boxes_l, scores_l, labels_l = [], [], []
+            for cls_s, dist_s, obj_s, pts in zip(cls_scores, bbox_preds, score_factors, level_points):
+                cls, dist, obj = self._flatten([cls_s[i:i + 1]], [dist_s[i:i + 1]], [obj_s[i:i + 1]])
+                probs = self.final_probs(cls[0], obj[0])
+                scores, labels, _, kept = filter_scores_and_topk(
+                    probs, cfg.get("score_thr", 0.05), cfg.get("nms_pre", -1), dict(dist=dist[0], points=pts))
+                boxes = self._decode(kept["points"], kept["dist"])
+                h, w = meta["img_shape"][:2]
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+                boxes_l.append(boxes)
+                scores_l.append(scores)
+                labels_l.append(labels)
+            res = InstanceData(bboxes=torch.cat(boxes_l), scores=torch.cat(scores_l), labels=torch.cat(labels_l))
+            results.append(self._bbox_post_process(res, cfg, rescale=rescale, with_nms=with_nms, img_meta=meta))
+        return results

@@ -1,0 +1,104 @@
+"""Train (and evaluate) one config through mmengine's Runner.
+
+The thin layer every caller shares (the tests, the benchmarks, the local and
+SLURM executors of ``reproduce``): load a config, point it at a dataset and a
+work dir, resume from the work dir's last checkpoint when there is one, train,
+and return the final COCO metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
+
+from .configs import config_path
+
+
+def load_config(config: str | os.PathLike, options: dict[str, Any] | None = None) -> Config:
+    """A config by path or by name (``musu_r50_1x_coco``), with dotted-key overrides merged in."""
+    path = Path(config)
+    if not path.is_file():
+        path = config_path(str(config))
+    cfg = Config.fromfile(str(path))
+    if options:
+        cfg.merge_from_dict(dict(options))
+    return cfg
+
+
+def set_data_root(cfg: Config, root: str | os.PathLike, train_ann: str | None = None, val_ann: str | None = None,
+                  train_img: str | None = None, val_img: str | None = None) -> Config:
+    """Point every dataloader and evaluator at a dataset root (the config's
+    ``data_root`` variable is already substituted once the file is parsed)."""
+    root = str(root).rstrip("/") + "/"
+    for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        ds = cfg[name]["dataset"]
+        while "dataset" in ds:  # wrappers such as RepeatDataset
+            ds = ds["dataset"]
+        ds["data_root"] = root
+        is_train = name == "train_dataloader"
+        ann = train_ann if is_train else val_ann
+        img = train_img if is_train else val_img
+        if ann:
+            ds["ann_file"] = ann
+        if img:
+            ds["data_prefix"] = dict(img=img)
+    val_ann_file = cfg.val_dataloader.dataset.ann_file
+    for name in ("val_evaluator", "test_evaluator"):
+        cfg[name]["ann_file"] = os.path.join(root, val_ann_file)
+    return cfg
+
+
+def has_checkpoint(work_dir: str | os.PathLike) -> bool:
+    return (Path(work_dir) / "last_checkpoint").is_file()
+
+
+def train(cfg: Config, work_dir: str | os.PathLike, *, resume: bool = True, launcher: str = "none") -> dict:
+    """Train ``cfg`` in ``work_dir``; returns the metrics of the final evaluation."""
+    from mmengine.runner import Runner
+
+    from . import checkpoint_compat  # noqa: F401  (before any checkpoint is read)
+
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = launcher
+    cfg.resume = bool(resume and has_checkpoint(work_dir))
+    cfg.load_from = None
+    runner = Runner.from_cfg(cfg)
+    capture = MetricsCapture()
+    runner.register_hook(capture, priority="LOWEST")
+    runner.train()
+    return capture.metrics
+
+
+class MetricsCapture(Hook):
+    """Hook keeping the metrics of the last evaluation, for the caller to return."""
+
+    def __init__(self) -> None:
+        self.metrics: dict = {}
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self.metrics = {k: float(v) for k, v in (metrics or {}).items()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Train one MuSu/FCOS config with mmengine's Runner.")
+    ap.add_argument("config", help="config path or name (see musu.configs.available_configs())")
+    ap.add_argument("--work-dir", required=True)
+    ap.add_argument("--data-root", help="dataset root (COCO layout of the config)")
+    ap.add_argument("--no-resume", action="store_true", help="start over even if the work dir has a checkpoint")
+    ap.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"])
+    ap.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    if args.data_root:
+        set_data_root(cfg, args.data_root)
+    metrics = train(cfg, args.work_dir, resume=not args.no_resume, launcher=args.launcher)
+    for k, v in sorted(metrics.items()):
+        print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

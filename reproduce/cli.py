@@ -1,0 +1,86 @@
+"""``reproduce``: from a paper table to trained, tracked runs and reports.
+
+    reproduce plan TABLE|all [--profile P] [--json]
+    reproduce run TABLE|all [--profile P] [--cluster NAME] [--no-wait]
+    reproduce status [TABLE]
+    reproduce report TABLE|all [--format md|tex|html|json] [--paper] [-o DIR]
+
+Bad input ends with one line on stderr and exit status 2; nothing already
+done is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=os.environ.get("REPRODUCE_PROFILE", "paper"),
+                   help="profile in sweeps/profiles (default: paper)")
+    p.add_argument("--sweeps", type=Path, default=None, help="folder of sweep specs (default: the suite's sweeps/)")
+    p.add_argument("--workdir", type=Path, default=Path.cwd(),
+                   help="where data/, work_dirs/, .reproduce/ and the default MLflow store live (default: .)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlruns.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan", help="list the runs a table needs, with config hashes and GPU-hours")
+    p.add_argument("tables", help="table name(s), comma-separated, or all")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("run", help="train what is not finished yet and follow it")
+    p.add_argument("tables")
+    _common(p)
+    p.add_argument("--cluster", default="local", help="cluster profile in cluster/ (default: local, no SLURM)")
+    p.add_argument("--no-wait", action="store_true", help="exit once everything is submitted")
+    p.add_argument("--parallel", type=int, default=1, help="local runs trained at once (default 1)")
+    p.add_argument("--poll", type=float, default=5.0, help="seconds between progress updates")
+    p = sub.add_parser("status", help="per row: pending, running, finished or failed")
+    p.add_argument("tables", nargs="?", default="all")
+    _common(p)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("report", help="compile tables from MLflow beside the paper's numbers")
+    p.add_argument("tables")
+    _common(p)
+    p.add_argument("--format", default="md", choices=["md", "tex", "html", "json"])
+    p.add_argument("--paper", action="store_true", help="render the paper's numbers alone, from the specs")
+    p.add_argument("-o", "--output", type=Path, default=None, help="output folder (default: print)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "plan":
+            from .commands import cmd_plan
+            return cmd_plan(args)
+        if args.command == "run":
+            from .commands import cmd_run
+            return cmd_run(args)
+        if args.command == "status":
+            from .commands import cmd_status
+            return cmd_status(args)
+        if args.command == "report":
+            from .report import cmd_report
+            return cmd_report(args)
+    except UserError as exc:
+        print(f"reproduce: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reproduce: interrupted; submitted jobs keep running, `reproduce run` again reattaches",
+              file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Cluster profiles (``cluster/*.yaml``): how a run is submitted to SLURM.
+
+``local`` is built in: no SLURM, jobs run as processes on this machine.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
+KEYS = {"name", "partition", "account", "qos", "gpus_per_node", "nodes", "cpus_per_task", "mem_gb", "time_min",
+        "array_parallelism", "max_requeues", "sbatch_extra", "setup", "description"}
+
+
+@dataclass
+class Cluster:
+    name: str
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus_per_node: int = 0
+    nodes: int = 1
+    cpus_per_task: int = 2
+    mem_gb: float = 16
+    time_min: int = 60
+    array_parallelism: int = 8
+    max_requeues: int = 3
+    sbatch_extra: dict[str, Any] = field(default_factory=dict)
+    setup: list[str] = field(default_factory=list)
+    description: str = ""
+    file: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.name == "local"
+
+
+def available_clusters(cluster_dir: Path = CLUSTER_DIR) -> list[str]:
+    return ["local", *sorted(p.stem for p in cluster_dir.glob("*.yaml"))]
+
+
+def load_cluster(name: str, cluster_dir: Path = CLUSTER_DIR) -> Cluster:
+    if name == "local":
+        return Cluster(name="local")
+    path = cluster_dir / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown cluster {name!r}", hint=f"known: {', '.join(available_clusters(cluster_dir))}; "
+                        f"add one as {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"malformed YAML: {getattr(exc, 'problem', exc)}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError("a cluster profile is a mapping", file=str(path))
+    unknown = set(data) - KEYS
+    if unknown:
+        raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=str(path),
+                        field=str(sorted(map(str, unknown))[0]), hint=f"known: {', '.join(sorted(KEYS))}")
+    for key in ("gpus_per_node", "nodes", "cpus_per_task", "time_min", "array_parallelism", "max_requeues"):
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 0):
+            raise UserError(f"must be an integer >= 0, got {data[key]!r}", file=str(path), field=key)
+    data["name"] = data.get("name", name)
+    if not isinstance(data.get("sbatch_extra", {}), dict):
+        raise UserError("expected a mapping of sbatch option to value", file=str(path), field="sbatch_extra")
+    return Cluster(**data, file=str(path))
+
+
+def check_against_slurm(cluster: Cluster, gpus_needed: int) -> None:
+    """Catch an unknown partition or an unsatisfiable GPU request at plan time (``sinfo``)."""
+    if cluster.is_local:
+        return
+    if shutil.which("sinfo") is None:
+        raise UserError(f"cluster {cluster.name!r} needs SLURM, but sinfo is not on PATH",
+                        hint="run on the cluster's login node, or use --cluster local")
+    fmt = "%P|%G|%D"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", fmt], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise UserError("sinfo did not answer in 30 s", hint="is slurmctld up?") from None
+    if out.returncode != 0:
+        raise UserError(f"sinfo failed: {out.stderr.strip().splitlines()[0] if out.stderr.strip() else out.returncode}",
+                        hint="is slurmctld up? (cluster/local-slurm.sh start starts a local one)")
+    partitions = {}
+    for line in out.stdout.splitlines():
+        part, gres, _ = (line.split("|") + ["", "", ""])[:3]
+        partitions.setdefault(part.rstrip("*"), []).append(gres)
+    if cluster.partition and cluster.partition not in partitions:
+        raise UserError(f"partition {cluster.partition!r} does not exist", file=cluster.file, field="partition",
+                        hint=f"sinfo lists: {', '.join(sorted(partitions))}")
+    if gpus_needed > 0:
+        gres = partitions.get(cluster.partition, []) if cluster.partition else sum(partitions.values(), [])
+        best = 0
+        for g in gres:
+            for part in g.split(","):
+                if part.startswith("gpu"):
+                    try:
+                        best = max(best, int(part.split(":")[-1].split("(")[0]))
+                    except ValueError:
+                        pass
+        if best < gpus_needed:
+            raise UserError(f"runs need {gpus_needed} GPUs per node, partition {cluster.partition or '(default)'} "
+                            f"offers {best}", file=cluster.file, field="gpus_per_node",
+                            hint="pick a profile with fewer GPUs or another partition")

@@ -1,0 +1,226 @@
+"""The ``plan``, ``run`` and ``status`` commands."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from . import tracking
+from .errors import UserError
+from .plan import Planner, Run, dataset_options
+from .profiles import load_profile
+from .spec import SWEEPS_DIR, load_tables
+
+console = Console(stderr=True, highlight=False)
+
+
+def _plan(args) -> tuple[Any, list, list[Run]]:
+    sweeps = args.sweeps or SWEEPS_DIR
+    profile = load_profile(args.profile, sweeps)
+    tables = load_tables(args.tables, sweeps)
+    return profile, tables, Planner(profile).plan(tables)
+
+
+def cmd_plan(args) -> int:
+    profile, tables, runs = _plan(args)
+    total = sum(r.gpu_hours for r in runs)
+    shared = [r for r in runs if len(r.rows) > 1]
+    if args.json:
+        json.dump(dict(profile=profile.name, tables=[t.name for t in tables], runs=[r.to_json() for r in runs],
+                       total_runs=len(runs), total_gpu_hours=round(total, 2),
+                       rows=sum(len(r.rows) for r in runs), shared_runs=len(shared)), sys.stdout, indent=1)
+        print()
+        return 0
+    out = RichTable(title=f"{', '.join(t.name for t in tables)} on profile {profile.name}")
+    for col in ("hash", "rows", "config", "overrides", "GPU-h"):
+        out.add_column(col)
+    for run in runs:
+        switches = {k.rsplit(".", 1)[-1]: v for k, v in run.options.items() if k.startswith("model.bbox_head")}
+        out.add_row(run.config_hash, "\n".join(f"{t}/{r}" for t, r in run.rows), run.config_name,
+                    ", ".join(f"{k}={_short(v)}" for k, v in switches.items()) or "-", f"{run.gpu_hours:.1f}")
+    Console(highlight=False).print(out)
+    print(f"{len(runs)} runs ({sum(len(r.rows) for r in runs)} rows, {len(shared)} runs shared by several rows), "
+          f"about {total:.1f} GPU-hours")
+    return 0
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ---- status ---------------------------------------------------------------------------------------------
+@dataclass
+class RunState:
+    state: str  # pending | queued | running | finished | failed | interrupted
+    detail: str = ""
+    metrics: dict | None = None
+
+
+def state_of(run: Run, mlruns: list, record: dict | None) -> RunState:
+    from .executor import job_log_tail, job_state, slurm_state
+    done = tracking.finished_run(mlruns)
+    if done is not None:
+        return RunState("finished", f"AP {done.data.metrics.get('AP', float('nan')):.1f}", dict(done.data.metrics))
+    latest = mlruns[0] if mlruns else None
+    if record is not None:
+        js = job_state(record)
+        if js in ("active", "unknown"):
+            if latest is not None and latest.info.status == "RUNNING":
+                prog = latest.data.tags.get(tracking.TAG_PROGRESS, "starting")
+                return RunState("running", f"iter {prog} (job {record['job_id']})")
+            return RunState("queued", f"job {record['job_id']} {slurm_state(record).lower()}")
+        reason = ""
+        if latest is not None:
+            reason = latest.data.tags.get(tracking.TAG_ERROR, "")
+        if not reason:
+            reason = job_log_tail(record)
+        sstate = slurm_state(record) if record.get("backend") == "slurm" else "ENDED"
+        cause = f"job {record['job_id']} {sstate.lower()}"
+        return RunState("failed", f"{cause}: {_last_lines(reason)}" if reason else cause)
+    if latest is not None:
+        return RunState("interrupted", f"MLflow run {latest.info.run_id[:8]} is {latest.info.status.lower()}, "
+                        "no job holds it (`reproduce run` resumes it)")
+    return RunState("pending")
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-n:])
+
+
+def _store(workdir: Path):
+    from .state import JobStore
+    return JobStore(workdir / ".reproduce" / "state")
+
+
+def _profile_records(store, profile: str) -> dict[str, Any]:
+    return {k.split(":", 1)[1]: v for k, v in store.load().items() if k.startswith(profile + ":")}
+
+
+def cmd_status(args) -> int:
+    profile, tables, runs = _plan(args)
+    uri = tracking.check(args.tracking_uri or _default_uri(args))
+    cl = tracking.client(uri)
+    mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
+    records = _profile_records(_store(args.workdir), profile.name)
+    states = {r.config_hash: state_of(r, mlruns.get(r.config_hash, []), records.get(r.config_hash)) for r in runs}
+    by_row = {}
+    for run in runs:
+        for t, row in run.rows:
+            by_row[(t, row)] = (run, states[run.config_hash])
+    if args.json:
+        json.dump([dict(table=t.name, row=row.name, config_hash=by_row[(t.name, row.name)][0].config_hash,
+                        state=by_row[(t.name, row.name)][1].state, detail=by_row[(t.name, row.name)][1].detail)
+                   for t in tables for row in t.rows if (t.name, row.name) in by_row], sys.stdout, indent=1)
+        print()
+        return 0
+    for table in tables:
+        out = RichTable(title=f"{table.name} ({profile.name})")
+        for col in ("row", "hash", "state", "detail"):
+            out.add_column(col)
+        for row in table.rows:
+            if (table.name, row.name) not in by_row:
+                out.add_row(row.name, "-", "reference", "paper row, not trained")
+                continue
+            run, st = by_row[(table.name, row.name)]
+            out.add_row(row.name, run.config_hash, st.state, st.detail)
+        Console(highlight=False, width=160).print(out)
+    counts = {}
+    for st in states.values():
+        counts[st.state] = counts.get(st.state, 0) + 1
+    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return 0
+
+
+def _default_uri(args) -> str | None:
+    import os
+    if args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+        return args.tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(args.workdir / tracking.DEFAULT_DB).resolve()}"
+
+
+# ---- run ------------------------------------------------------------------------------------------------
+def cmd_run(args) -> int:
+    from . import datasets
+    from .clusters import check_against_slurm, load_cluster
+    from .executor import job_state, submit
+
+    profile, tables, runs = _plan(args)
+    cluster = load_cluster(args.cluster)
+    if args.parallel < 1:
+        raise UserError(f"--parallel must be >= 1, got {args.parallel}")
+    workdir = args.workdir.resolve()
+    uri = tracking.check(_default_uri(args))
+    gpus = profile.gpus
+    if cluster.is_local and gpus > 1:
+        raise UserError(f"profile {profile.name!r} trains on {gpus} GPUs per run; --cluster local runs one process",
+                        hint="use a SLURM cluster profile, or a profile with gpus: 0 or 1")
+    check_against_slurm(cluster, gpus)
+    data_root = datasets.prepare(profile, workdir)
+    cl = tracking.client(uri)
+    mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
+    store = _store(workdir)
+    records = _profile_records(store, profile.name)
+
+    finished, attached, todo = [], [], []
+    for run in runs:
+        st = state_of(run, mlruns.get(run.config_hash, []), records.get(run.config_hash))
+        if st.state == "finished":
+            finished.append(run)
+        elif st.state in ("running", "queued"):
+            attached.append(run)
+        else:
+            todo.append(run)
+    console.print(f"[bold]{len(runs)}[/] runs for {', '.join(t.name for t in tables)} on profile "
+                  f"[bold]{profile.name}[/]: {len(finished)} finished, {len(attached)} already submitted "
+                  f"(reattaching), {len(todo)} to submit to {cluster.name}")
+    abs_data = dataset_options(profile, data_root)
+    payloads = []
+    for run in todo:
+        options = {**run.options, **abs_data}
+        payloads.append(dict(config_hash=run.config_hash, config=run.config_name, options=options,
+                             profile=profile.name, rows=[f"{t}/{r}" for t, r in run.rows], seed=run.seed,
+                             tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
+                             launcher="slurm" if gpus > 1 else "none",
+                             slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel))
+    submitted = submit(cluster, workdir / ".reproduce" / "submitit", payloads, gpus)
+    store.update({f"{profile.name}:{s.config_hash}": s.record() for s in submitted})
+    for s in submitted:
+        console.print(f"submitted {s.config_hash} as {s.backend} job {s.job_id}")
+    if args.no_wait:
+        console.print("submitted; follow with `reproduce status`, or `reproduce run` again to wait")
+        return 0
+    return follow(runs, profile.name, cl, store, args.poll)
+
+
+def follow(runs: list[Run], profile: str, cl, store, poll: float) -> int:
+    """Wait for every run, printing each change of state; exit 1 if any failed."""
+    last: dict[str, str] = {}
+    start = time.time()
+    while True:
+        records = _profile_records(store, profile)
+        mlruns = tracking.runs_by_hash(cl, profile, {r.config_hash for r in runs})
+        states = {r.config_hash: state_of(r, mlruns.get(r.config_hash, []), records.get(r.config_hash))
+                  for r in runs}
+        for run in runs:
+            st = states[run.config_hash]
+            line = f"{st.state}: {st.detail}" if st.detail else st.state
+            if last.get(run.config_hash) != line:
+                rows = ", ".join(f"{t}/{r}" for t, r in run.rows[:3]) + (" ..." if len(run.rows) > 3 else "")
+                colour = {"finished": "green", "failed": "red", "running": "cyan"}.get(st.state, "yellow")
+                console.print(f"[{colour}]{run.config_hash}[/] {rows}: {line}")
+                last[run.config_hash] = line
+        active = [h for h, s in states.items() if s.state in ("running", "queued")]
+        if not active:
+            failed = [h for h, s in states.items() if s.state != "finished"]
+            done = len(runs) - len(failed)
+            console.print(f"[bold]{done}/{len(runs)} finished[/] in {time.time() - start:.0f} s"
+                          + (f", {len(failed)} not finished: {', '.join(failed)}" if failed else ""))
+            return 1 if failed else 0
+        time.sleep(poll)

@@ -1,0 +1,51 @@
+"""Checking (or, for the synthetic set, making) a profile's data before any job is submitted."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UserError
+from .profiles import Profile
+
+
+def prepare(profile: Profile, base: Path) -> Path:
+    """The dataset root, ready to train on; a clear error otherwise."""
+    ds = profile.dataset
+    root = Path(ds["root"])
+    root = root if root.is_absolute() else base / root
+    if ds["type"] == "synthetic":
+        from musu.data import SyntheticSpec, generate
+        try:
+            spec = SyntheticSpec(**(ds.get("generate") or {}))
+        except TypeError as exc:
+            raise UserError(str(exc), file=profile.file, field="dataset.generate") from None
+        generate(root, spec)
+    if not root.is_dir():
+        raise UserError(f"dataset root {root} does not exist", file=profile.file, field="dataset.root",
+                        hint="download COCO there (train2017/, val2017/, annotations/) or edit the profile's root")
+    for split in ("train", "val"):
+        _check_annotations(root / ds[f"{split}_ann"], profile, split)
+        img = ds.get(f"{split}_img")
+        if img and not (root / img).is_dir():
+            raise UserError(f"image folder {root / img} does not exist", file=profile.file, field=f"dataset.{split}_img",
+                            hint="unpack the images there or fix the profile")
+    return root
+
+
+def _check_annotations(path: Path, profile: Profile, split: str) -> None:
+    field = f"dataset.{split}_ann"
+    if not path.is_file():
+        raise UserError(f"annotation file {path} does not exist", file=profile.file, field=field,
+                        hint="download the COCO annotations or fix the profile's path")
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not JSON ({exc.__class__.__name__})", file=profile.file, field=field,
+                        hint="point the profile at a COCO instances_*.json file") from None
+    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
+        raise UserError(f"{path} is not a COCO annotation file (needs images, annotations, categories)",
+                        file=profile.file, field=field, hint="point the profile at a COCO instances_*.json file")
+    if not data["images"] or not data["annotations"]:
+        raise UserError(f"{path} holds no {'images' if not data['images'] else 'annotations'}", file=profile.file,
+                        field=field, hint="an empty dataset cannot be trained or evaluated")

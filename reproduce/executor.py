@@ -1,0 +1,158 @@
+"""Submitting runs through submitit: SLURM job arrays, or local processes.
+
+Local jobs are submitit ``LocalExecutor`` controllers: detached processes that
+outlive ``reproduce run`` (like SLURM jobs do). They take a slot lock
+(``.reproduce/slots``) before training, so submitting a whole table at once
+still trains ``--parallel`` runs at a time, and a per-run lock in the work dir
+makes a second copy of the same run wait instead of training twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import submitit
+
+from .clusters import Cluster
+from .job import TrainJob
+
+ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"}
+
+
+@contextlib.contextmanager
+def slot(slot_dir: str, slots: int, poll: float = 1.0) -> Iterator[int]:
+    """Hold one of ``slots`` machine-wide slots (file locks die with their process)."""
+    Path(slot_dir).mkdir(parents=True, exist_ok=True)
+    while True:
+        for i in range(slots):
+            fh = open(Path(slot_dir) / f"slot-{i}.lock", "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            try:
+                yield i
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+            return
+        time.sleep(poll)
+
+
+class LocalSlotJob(TrainJob):
+    """TrainJob that first waits for a local slot."""
+
+    def __call__(self, payload: dict) -> dict:
+        with slot(payload["slot_dir"], int(payload.get("slots", 1))):
+            return super().__call__(payload)
+
+    def checkpoint(self, payload: dict) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(LocalSlotJob(), payload)
+
+
+def make_executor(cluster: Cluster, folder: Path, gpus: int):
+    """A submitit executor for one run's resources."""
+    folder = Path(folder)
+    if cluster.is_local:
+        ex = submitit.LocalExecutor(folder=folder / "local", max_num_timeout=cluster.max_requeues)
+        ex.update_parameters(timeout_min=cluster.time_min if cluster.file else 24 * 60, gpus_per_node=0,
+                             tasks_per_node=1)
+        return ex
+    ex = submitit.AutoExecutor(folder=folder / "slurm" / "%j", cluster="slurm",
+                               slurm_max_num_timeout=cluster.max_requeues)
+    extra = dict(cluster.sbatch_extra)
+    if cluster.account:
+        extra["account"] = cluster.account
+    if cluster.qos:
+        extra["qos"] = cluster.qos
+    tasks = max(gpus, 1)
+    params: dict[str, Any] = dict(timeout_min=cluster.time_min, nodes=cluster.nodes, tasks_per_node=tasks,
+                                  cpus_per_task=cluster.cpus_per_task, mem_gb=cluster.mem_gb,
+                                  slurm_array_parallelism=cluster.array_parallelism, name="musu")
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if cluster.partition:
+        params["slurm_partition"] = cluster.partition
+    if cluster.setup:
+        params["slurm_setup"] = list(cluster.setup)
+    if extra:
+        params["slurm_additional_parameters"] = extra
+    ex.update_parameters(**params)
+    return ex
+
+
+@dataclass
+class Submitted:
+    config_hash: str
+    backend: str
+    job_id: str
+    folder: str
+
+    def record(self) -> dict[str, Any]:
+        return dict(backend=self.backend, job_id=self.job_id, folder=self.folder, submitted=time.time())
+
+
+def submit(cluster: Cluster, folder: Path, payloads: list[dict], gpus: int) -> list[Submitted]:
+    """One job per payload: a SLURM array (one task a row) or local controllers."""
+    if not payloads:
+        return []
+    ex = make_executor(cluster, folder, gpus)
+    fn = LocalSlotJob() if cluster.is_local else TrainJob()
+    if cluster.is_local:
+        jobs = [ex.submit(fn, p) for p in payloads]
+    else:
+        jobs = ex.map_array(fn, payloads)
+    backend = "local" if cluster.is_local else "slurm"
+    return [Submitted(p["config_hash"], backend, str(j.job_id), str(j.paths.folder)) for p, j in zip(payloads, jobs)]
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process runs (a zombie, ended but not yet reaped, counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def job_state(record: dict[str, Any]) -> str:
+    """'active', 'done' (ended, successfully or not) or 'unknown'."""
+    if record.get("backend") == "local":
+        return "active" if pid_alive(int(record["job_id"])) else "done"
+    job = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"])
+    state = job.state.upper()
+    if state in ACTIVE_SLURM:
+        return "active"
+    if state == "UNKNOWN":
+        return "unknown"
+    return "done"
+
+
+def slurm_state(record: dict[str, Any]) -> str:
+    if record.get("backend") != "slurm":
+        return "RUNNING" if pid_alive(int(record["job_id"])) else "ENDED"
+    return submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"]).state.upper()
+
+
+def job_log_tail(record: dict[str, Any], lines: int = 8) -> str:
+    folder = Path(record.get("folder", ""))
+    job_id = record.get("job_id", "")
+    candidates = sorted(folder.glob(f"{job_id}_*_log.err")) + sorted(folder.glob(f"{job_id}_*_log.out"))
+    for path in candidates:
+        try:
+            text = path.read_text(errors="replace").strip()
+        except OSError:
+            continue
+        if text:
+            return "\n".join(text.splitlines()[-lines:])
+    return ""

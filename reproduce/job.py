@@ -1,0 +1,193 @@
+"""What runs inside a job (local process or SLURM task): train one run,
+tracked in MLflow, resumable after preemption.
+
+``TrainJob`` is a ``submitit.helpers.Checkpointable``: when SLURM preempts the
+job or its time limit nears, submitit calls ``checkpoint`` and requeues the
+same call; the next attempt resumes from the work dir's last mmengine
+checkpoint and continues the *same* MLflow run, so no iteration before that
+checkpoint is trained again and no second run appears.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from . import tracking
+from .tracking import retry
+
+COCO_KEYS = {"coco/bbox_mAP": "AP", "coco/bbox_mAP_50": "AP50", "coco/bbox_mAP_75": "AP75",
+             "coco/bbox_mAP_s": "APs", "coco/bbox_mAP_m": "APm", "coco/bbox_mAP_l": "APl"}
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def slurm_rank() -> int:
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _mlflow_hook_cls():
+    from mmengine.hooks import Hook
+
+    class MLflowProgressHook(Hook):
+        """Sends losses, learning rate and progress to the run every ``interval`` iterations (rank 0)."""
+
+        priority = "BELOW_NORMAL"
+
+        def __init__(self, cl, run_id: str, interval: int) -> None:
+            self.cl, self.run_id, self.interval = cl, run_id, max(1, interval)
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            it = runner.iter + 1
+            if it % self.interval and it != runner.max_iters:
+                return
+            from mlflow.entities import Metric, RunTag
+            now = int(time.time() * 1000)
+            metrics = [Metric(f"train/{k}", float(v), now, it) for k, v in (outputs or {}).items()
+                       if hasattr(v, "item") or isinstance(v, (int, float))]
+            lrs = runner.optim_wrapper.get_lr()
+            for name, values in lrs.items():
+                metrics.append(Metric(f"train/{name}", float(values[0]), now, it))
+            tags = [RunTag(tracking.TAG_PROGRESS, f"{it}/{runner.max_iters}")]
+            retry(lambda: self.cl.log_batch(self.run_id, metrics=metrics, tags=tags))
+
+    return MLflowProgressHook
+
+
+def _open_run(cl, payload: dict) -> str:
+    """The MLflow run of this config: the unfinished one of an earlier attempt, or a new one."""
+    exp = tracking.experiment_id(cl, payload["profile"])
+    h = payload["config_hash"]
+    runs = tracking.runs_by_hash(cl, payload["profile"], {h}).get(h, [])
+    for run in runs:
+        if run.info.status in ("RUNNING", "SCHEDULED", "FAILED", "KILLED"):
+            retry(lambda: cl.update_run(run.info.run_id, status="RUNNING"))
+            return run.info.run_id
+    table, row = payload["rows"][0].split("/", 1)
+    tags = {tracking.TAG_HASH: h, tracking.TAG_PROFILE: payload["profile"], tracking.TAG_TABLE: table,
+            tracking.TAG_ROW: row, tracking.TAG_ROWS: json.dumps(payload["rows"]), tracking.TAG_COMMIT: git_commit(),
+            "mlflow.runName": f"{payload['rows'][0]}@{h}"}
+    run = retry(lambda: cl.create_run(exp, tags=tags, run_name=f"{payload['rows'][0]}@{h}"))
+    return run.info.run_id
+
+
+def _log_params(cl, run_id: str, resolved: dict) -> None:
+    from mlflow.entities import Param
+    existing = retry(lambda: cl.get_run(run_id)).data.params
+    params = [Param(k, v) for k, v in tracking.flatten(resolved).items() if k not in existing]
+    for i in range(0, len(params), 100):
+        retry(lambda: cl.log_batch(run_id, params=params[i:i + 100]))
+
+
+def _measure(runner, cfg) -> dict[str, float]:
+    """Table 7's columns for the trained model: params (M), FLOPs (G) at 1333x800, FPS."""
+    import torch
+
+    from musu.complexity import complexity
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    out = complexity(model, (1333, 800))
+    loader = runner.val_dataloader
+    model.eval()
+    times, n = 0.0, 0
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            start = time.perf_counter()
+            model.test_step(batch)
+            if i >= 1:  # the first batch warms up
+                times += time.perf_counter() - start
+                n += len(batch["inputs"])
+            if i >= 20:
+                break
+    out["fps"] = n / times if times > 0 else float("nan")
+    return out
+
+
+def run_training(payload: dict) -> dict:
+    """Train one run end to end; returns its final metrics. Safe to call again after a kill."""
+    from musu import checkpoint_compat  # noqa: F401
+    from musu.train import MetricsCapture, has_checkpoint, load_config
+
+    rank = slurm_rank()
+    uri = payload["tracking_uri"]
+    cl = tracking.client(uri)
+    run_id = _open_run(cl, payload) if rank == 0 else None
+    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+    try:
+        if rank == 0:
+            retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "running"))
+            if job_id:
+                retry(lambda: cl.set_tag(run_id, tracking.TAG_JOB, job_id))
+        cfg = load_config(payload["config"], payload["options"])
+        work_dir = Path(payload["work_dir"])
+        work_dir.mkdir(parents=True, exist_ok=True)
+        resolved_path = work_dir / "resolved_config.py"
+        cfg.dump(str(resolved_path))
+        if rank == 0:
+            _log_params(cl, run_id, cfg.to_dict())
+            retry(lambda: cl.log_artifact(run_id, str(resolved_path)))
+        from mmengine.runner import Runner
+        cfg.work_dir = str(work_dir)
+        cfg.launcher = payload.get("launcher", "none")
+        cfg.resume = has_checkpoint(work_dir)
+        cfg.load_from = None
+        cfg.val_evaluator["outfile_prefix"] = str(work_dir / "coco_eval")
+        runner = Runner.from_cfg(cfg)
+        capture = MetricsCapture()
+        runner.register_hook(capture, priority="LOWEST")
+        if rank == 0:
+            interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
+            runner.register_hook(_mlflow_hook_cls()(cl, run_id, interval))
+        runner.train()
+        if rank != 0:
+            return {}
+        metrics = {COCO_KEYS[k]: 100.0 * v for k, v in capture.metrics.items() if k in COCO_KEYS}
+        metrics.update(_measure(runner, cfg))
+        from mlflow.entities import Metric
+        now = int(time.time() * 1000)
+        retry(lambda: cl.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]))
+        evals = [p for p in work_dir.glob("coco_eval*.json")]
+        (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        for path in [work_dir / "metrics.json", *evals]:
+            retry(lambda: cl.log_artifact(run_id, str(path)))
+        retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "finished"))
+        retry(lambda: cl.set_terminated(run_id, status="FINISHED"))
+        return metrics
+    except BaseException as exc:
+        if rank == 0 and run_id is not None:
+            tail = "".join(traceback.format_exception(exc))[-4000:]
+            interrupted = isinstance(exc, (KeyboardInterrupt, submitit.core.utils.UncompletedJobError))
+            try:
+                retry(lambda: cl.set_tag(run_id, tracking.TAG_ERROR, tail))
+                retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "interrupted" if interrupted else "failed"))
+                retry(lambda: cl.set_terminated(run_id, status="KILLED" if interrupted else "FAILED"))
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+        raise
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """The submitit callable: ``TrainJob()(payload)``; requeued with the same payload."""
+
+    def __call__(self, payload: dict) -> dict:
+        return run_training(payload)
+
+    def checkpoint(self, payload: dict) -> submitit.helpers.DelayedSubmission:
+        # mmengine saves checkpoints every `checkpoint_interval` iterations; the
+        # requeued call resumes from the last of them (see run_training).
+        return submitit.helpers.DelayedSubmission(TrainJob(), payload)

@@ -1,0 +1,152 @@
+"""From tables and a profile to runs: resolved configs, hashes, costs.
+
+A run is identified by the hash of its fully resolved config (model, data,
+schedule, seed), so a row shared by several tables (the default MuSu setting
+is in Tables 1-5) is one run, trained once, and a finished run is never
+trained again whatever table asks for it.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .profiles import Profile
+from .spec import Row, Table
+
+# Where each MuSu switch lands in the mmdet config.
+SWITCH_PATHS = {
+    "alpha": "model.bbox_head.assigner.alpha",
+    "criteria": "model.bbox_head.assigner.criteria",
+    "b": "model.bbox_head.assigner.b",
+    "theta": "model.bbox_head.assigner.theta",
+    "tau_cls": "model.bbox_head.assigner.tau_cls",
+    "tau_ratio": "model.bbox_head.assigner.tau_ratio",
+    "hard": "model.bbox_head.assigner.hard",
+    "num_anchors": "model.bbox_head.num_anchors",
+    "beta": "model.bbox_head.beta",
+}
+
+
+@dataclass
+class Run:
+    """One training run: the rows it serves, its config and its identity."""
+
+    config_hash: str
+    config_name: str
+    options: dict[str, Any]
+    profile: str
+    seed: int
+    rows: list[tuple[str, str]] = field(default_factory=list)  # (table, row)
+    gpu_hours: float = 0.0
+    max_iters: int = 0
+    resolved: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def first_row(self) -> tuple[str, str]:
+        return self.rows[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(config_hash=self.config_hash, config=self.config_name, profile=self.profile, seed=self.seed,
+                    rows=[f"{t}/{r}" for t, r in self.rows], overrides=self.options,
+                    max_iters=self.max_iters, gpu_hours=round(self.gpu_hours, 2))
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, float):
+        return float(f"{obj:.10g}")
+    return obj if isinstance(obj, (str, int, bool, type(None))) else str(obj)
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    text = json.dumps(_canonical(resolved), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def dataset_options(profile: Profile, data_root: Path | None = None) -> dict[str, Any]:
+    """Config overrides that point a config at the profile's dataset."""
+    ds = profile.dataset
+    root = str(data_root or ds["root"]).rstrip("/") + "/"
+    opts: dict[str, Any] = {}
+    for split, loader in (("train", "train_dataloader"), ("val", "val_dataloader"), ("val", "test_dataloader")):
+        opts[f"{loader}.dataset.data_root"] = root
+        opts[f"{loader}.dataset.ann_file"] = ds[f"{split}_ann"]
+        if ds.get(f"{split}_img"):
+            opts[f"{loader}.dataset.data_prefix"] = dict(img=ds[f"{split}_img"])
+    for ev in ("val_evaluator", "test_evaluator"):
+        opts[f"{ev}.ann_file"] = root + ds["val_ann"]
+    if profile.gpus:
+        opts["train_dataloader.batch_size"] = profile.images_per_gpu
+    return opts
+
+
+class Planner:
+    """Resolves rows with one parse of each distinct config file."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._parsed: dict[str, Any] = {}
+
+    def _base(self, name: str):
+        if name not in self._parsed:
+            from mmengine.config import Config
+
+            from musu.configs import config_path
+            try:
+                path = name if name.startswith("mmdet::") else str(config_path(name))
+                self._parsed[name] = Config.fromfile(path, import_custom_modules=False)
+            except FileNotFoundError as exc:
+                raise UserError(str(exc), file=self.profile.file, field="configs") from None
+        return self._parsed[name]
+
+    def options_for(self, row: Row, seed: int) -> tuple[str, dict[str, Any]]:
+        choice = self.profile.choose(row.key, row.name, row.table)
+        options: dict[str, Any] = {}
+        for patch in choice.patches:
+            options.update(self.profile.patches[patch])
+        options.update(self.profile.cfg_options)
+        options.update(dataset_options(self.profile))
+        for switch, value in sorted(row.switches.items()):
+            options[SWITCH_PATHS[switch]] = value
+        options["randomness"] = dict(seed=seed, deterministic=False)
+        return choice.config, options
+
+    def resolve(self, config_name: str, options: dict[str, Any]):
+        cfg = copy.deepcopy(self._base(config_name))
+        cfg.merge_from_dict(copy.deepcopy(options))
+        return cfg
+
+    def plan(self, tables: list[Table]) -> list[Run]:
+        runs: dict[str, Run] = {}
+        for table in tables:
+            for row in table.rows:
+                if not row.trained:
+                    continue
+                for seed in range(row.seeds):
+                    name, options = self.options_for(row, seed)
+                    cfg = self.resolve(name, options)
+                    resolved = cfg.to_dict()
+                    h = config_hash(resolved)
+                    run = runs.get(h)
+                    if run is None:
+                        iters = int(resolved.get("train_cfg", {}).get("max_iters") or 0)
+                        run = runs[h] = Run(config_hash=h, config_name=name, options=options,
+                                            profile=self.profile.name, seed=seed, max_iters=iters,
+                                            gpu_hours=self._cost(row, iters), resolved=resolved)
+                    if (table.name, row.name) not in run.rows:
+                        run.rows.append((table.name, row.name))
+        return list(runs.values())
+
+    def _cost(self, row: Row, iters: int) -> float:
+        cost = self.profile.cost
+        anchors = int(row.switches.get("num_anchors", 1))
+        factor = 1.0 + float(cost.get("per_extra_anchor", 0.0)) * (anchors - 1)
+        return iters * self.profile.sec_per_iter(row.backbone) * factor * max(self.profile.gpus, 1) / 3600.0

@@ -1,0 +1,124 @@
+"""Profiles (``sweeps/profiles/*.yaml``): where and at what scale rows train.
+
+A profile maps each row's (method/backbone/schedule) to a config, names the
+dataset, the GPUs per run and a cost model. It is data, so a user adds one
+(one GPU and a COCO subset, say) without touching code.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from .spec import SWEEPS_DIR
+
+PROFILE_KEYS = {"name", "description", "dataset", "gpus", "images_per_gpu", "configs", "cfg_options", "cost",
+                "patches"}
+DATASET_KEYS = {"type", "root", "train_ann", "val_ann", "train_img", "val_img", "generate"}
+
+
+@dataclass
+class ConfigChoice:
+    config: str
+    patches: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str
+    dataset: dict[str, Any]
+    gpus: int
+    images_per_gpu: int
+    configs: dict[str, ConfigChoice]
+    cfg_options: dict[str, Any]
+    patches: dict[str, dict[str, Any]]
+    cost: dict[str, Any]
+    file: str
+
+    def choose(self, key: str, row_name: str, table_file: str) -> ConfigChoice:
+        for pattern, choice in self.configs.items():
+            if fnmatch.fnmatchcase(key, pattern):
+                return choice
+        raise UserError(f"profile {self.name!r} has no config for {key}", file=table_file, row=row_name,
+                        field="method", hint=f"add a '{key}' entry under configs: in {self.file}")
+
+    def sec_per_iter(self, backbone: str) -> float:
+        table = self.cost.get("sec_per_iter", {})
+        for pattern, value in table.items():
+            if fnmatch.fnmatchcase(backbone, pattern):
+                return float(value)
+        return 1.0
+
+
+def available_profiles(sweeps_dir: Path = SWEEPS_DIR) -> list[str]:
+    return sorted(p.stem for p in (sweeps_dir / "profiles").glob("*.yaml"))
+
+
+def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
+    known = available_profiles(sweeps_dir)
+    path = sweeps_dir / "profiles" / f"{name}.yaml"
+    if name not in known:
+        raise UserError(f"unknown profile {name!r}", hint=f"known profiles: {', '.join(known)}; "
+                        f"add one as {sweeps_dir / 'profiles' / (name + '.yaml')}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}", file=str(path)) from None
+    file = str(path)
+    if not isinstance(data, dict):
+        raise UserError("a profile is a mapping", file=file)
+    unknown = set(data) - PROFILE_KEYS
+    if unknown:
+        raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=file, field=str(sorted(map(str, unknown))[0]),
+                        hint=f"known: {', '.join(sorted(PROFILE_KEYS))}")
+    for key in ("dataset", "configs"):
+        if not isinstance(data.get(key), dict) or not data[key]:
+            raise UserError("missing or not a mapping", file=file, field=key)
+    ds = data["dataset"]
+    bad = set(ds) - DATASET_KEYS
+    if bad:
+        raise UserError(f"unknown field(s) {sorted(map(str, bad))}", file=file, field=f"dataset.{sorted(map(str, bad))[0]}")
+    if ds.get("type") not in ("coco", "synthetic"):
+        raise UserError(f"must be coco or synthetic, got {ds.get('type')!r}", file=file, field="dataset.type")
+    for key in ("root", "train_ann", "val_ann"):
+        if not isinstance(ds.get(key), str):
+            raise UserError("missing (a path)", file=file, field=f"dataset.{key}")
+    gpus = data.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise UserError(f"must be an integer >= 0, got {gpus!r}", file=file, field="gpus")
+    ipg = data.get("images_per_gpu", 2)
+    if isinstance(ipg, bool) or not isinstance(ipg, int) or ipg < 1:
+        raise UserError(f"must be an integer >= 1, got {ipg!r}", file=file, field="images_per_gpu")
+    patches = data.get("patches") or {}
+    if not isinstance(patches, dict) or any(not isinstance(v, dict) for v in patches.values()):
+        raise UserError("expected a mapping of name to config overrides", file=file, field="patches")
+    configs = {}
+    for key, value in data["configs"].items():
+        if isinstance(value, str):
+            choice = ConfigChoice(value)
+        elif isinstance(value, dict) and isinstance(value.get("config"), str) and set(value) <= {"config", "patches"}:
+            choice = ConfigChoice(value["config"], list(value.get("patches") or []))
+        else:
+            raise UserError("expected a config name or {config: NAME, patches: [...]}", file=file,
+                            field=f"configs.{key}")
+        for patch in choice.patches:
+            if patch not in patches:
+                raise UserError(f"unknown patch {patch!r}", file=file, field=f"configs.{key}",
+                                hint=f"define it under patches: ({', '.join(patches) or 'none defined'})")
+        configs[str(key)] = choice
+    cfg_options = data.get("cfg_options") or {}
+    if not isinstance(cfg_options, dict):
+        raise UserError("expected a mapping of dotted config keys to values", file=file, field="cfg_options")
+    cost = data.get("cost") or {}
+    if not isinstance(cost, dict):
+        raise UserError("expected a mapping", file=file, field="cost")
+    return Profile(name=data.get("name", name), description=str(data.get("description", "")), dataset=ds,
+                   gpus=gpus, images_per_gpu=ipg, configs=configs, cfg_options=cfg_options, patches=patches,
+                   cost=cost, file=file)

@@ -1,0 +1,356 @@
+"""Sweep specs (``sweeps/*.yaml``): loading, validation and row expansion.
+
+A spec is data: it is read with ``yaml.safe_load`` (never executes code) and
+validated field by field before anything runs. Grids and zips keep a spec
+short; the expanded rows must match the paper's table row for row.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+METHODS = ("musu", "fcos", "fcospp", "atss", "paa", "autoassign", "freeanchor", "sapd", "mal")
+BACKBONES = ("r50", "r101", "r101-dcn")
+SCHEDULES = ("1x", "2x")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "params", "flops", "fps")
+CRITERIA = ("mutual", "cls", "reg")
+TABLE_KEYS = {"table", "title", "caption", "columns", "defaults", "rows", "eval_split"}
+ROW_KEYS = {"name", "label", "section", "method", "backbone", "schedule", "set", "paper", "reference", "train",
+            "seeds", "grid", "zip"}
+DEFAULT_KEYS = ROW_KEYS - {"name", "label", "paper", "grid", "zip"}
+
+
+def _number(value: Any) -> float:
+    """Floats, ints and fraction strings ("1/3") as the paper writes alpha."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value}")
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(Fraction(value.strip()))
+        except (ValueError, ZeroDivisionError):
+            pass
+    raise ValueError(f"expected a number or a fraction such as 1/3, got {value!r}")
+
+
+def _in_range(lo, hi, lo_open=False, hi_open=False):
+    def check(v):
+        x = _number(v)
+        if (x < lo or (lo_open and x == lo)) or (x > hi or (hi_open and x == hi)):
+            lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+            raise ValueError(f"must lie in {lb}{lo}, {hi}{rb}, got {v}")
+        return x
+    return check
+
+
+def _positive(v):
+    x = _number(v)
+    if x <= 0:
+        raise ValueError(f"must be positive, got {v}")
+    return x
+
+
+def _tau(v):
+    return None if v is None else _positive(v)
+
+
+def _anchors(v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"#A must be an integer >= 1, got {v!r}")
+    return v
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _criteria(v):
+    if v not in CRITERIA:
+        raise ValueError(f"must be one of {', '.join(CRITERIA)}, got {v!r}")
+    return v
+
+
+# The MuSu switches a row may set, each with its check, and where it lands in
+# the mmdet config (see reproduce.plan).
+SWITCHES = {
+    "alpha": _in_range(0.0, 1.0),
+    "criteria": _criteria,
+    "b": _in_range(0.0, 1.0, lo_open=True, hi_open=True),
+    "theta": _positive,
+    "tau_cls": _tau,
+    "tau_ratio": _positive,
+    "hard": _bool,
+    "num_anchors": _anchors,
+    "beta": lambda v: _in_range(0.0, 1e3)(v),
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One expanded row of a paper table."""
+
+    table: str
+    index: int
+    name: str
+    label: str
+    section: str | None
+    method: str
+    backbone: str
+    schedule: str
+    switches: dict[str, Any]
+    paper: dict[str, float]
+    reference: bool = False
+    train: bool = True
+    seeds: int = 1
+
+    @property
+    def trained(self) -> bool:
+        return self.train and not self.reference
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}/{self.backbone}/{self.schedule}"
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    caption: str
+    columns: list[str]
+    rows: list[Row]
+    file: str
+    eval_split: str | None = None
+    groups: list[str | None] = field(default_factory=list)
+
+
+def _fmt(template: str, values: dict[str, Any], file: str, row: str) -> str:
+    """Fill ``{switch}`` placeholders; other braces (LaTeX) are left alone."""
+    def fill(match: re.Match) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise UserError(f"placeholder {{{key}}} names no grid or zip key of this row", file=file, row=row,
+                            field="name", hint=f"placeholders available here: {sorted(values) or 'none'}")
+        return _label(values[key])
+    return re.sub(r"\{(" + "|".join(SWITCHES) + r")\}", fill, template)
+
+
+def _label(v: Any) -> str:
+    return v if isinstance(v, str) else str(v)
+
+
+def _check_switches(values: Any, file: str, row: str, where: str) -> dict[str, Any]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"expected a mapping of switches, got {type(values).__name__}", file=file, row=row, field=where)
+    out = {}
+    for key, value in values.items():
+        if key not in SWITCHES:
+            raise UserError(f"unknown switch {key!r}", file=file, row=row, field=f"{where}.{key}",
+                            hint=f"known switches: {', '.join(SWITCHES)}")
+        try:
+            out[key] = SWITCHES[key](value)
+        except (ValueError, TypeError) as exc:
+            raise UserError(str(exc), file=file, row=row, field=f"{where}.{key}") from None
+    return out
+
+
+def _check_choice(value: Any, choices, file, row, fld):
+    if value not in choices:
+        raise UserError(f"must be one of {', '.join(choices)}, got {value!r}", file=file, row=row, field=fld)
+    return value
+
+
+def _check_paper(values: Any, columns: list[str], file: str, row: str) -> dict[str, float]:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"expected a mapping of metric to number, got {type(values).__name__}", file=file, row=row,
+                        field="paper")
+    out = {}
+    for key, value in values.items():
+        if key not in columns:
+            raise UserError(f"metric {key!r} is not a column of this table ({', '.join(columns)})", file=file,
+                            row=row, field=f"paper.{key}")
+        try:
+            out[key] = _number(value)
+        except ValueError as exc:
+            raise UserError(str(exc), file=file, row=row, field=f"paper.{key}") from None
+    return out
+
+
+def _expand(raw: dict, defaults: dict, columns: list[str], file: str, position: int) -> list[tuple[dict, dict]]:
+    """(switch values for the name template, raw row) per expanded row."""
+    label = str(raw.get("name", f"#{position + 1}"))
+    grid, zipped = raw.get("grid"), raw.get("zip")
+    if grid is not None and zipped is not None:
+        raise UserError("a row may have a grid or a zip, not both", file=file, row=label, field="grid")
+    spread = grid if grid is not None else zipped
+    if spread is None:
+        return [({}, raw)]
+    kind = "grid" if grid is not None else "zip"
+    if not isinstance(spread, dict) or not spread:
+        raise UserError("expected a non-empty mapping of switch to list of values", file=file, row=label, field=kind)
+    for key, values in spread.items():
+        if key not in SWITCHES:
+            raise UserError(f"unknown switch {key!r}", file=file, row=label, field=f"{kind}.{key}",
+                            hint=f"known switches: {', '.join(SWITCHES)}")
+        if not isinstance(values, list) or not values:
+            raise UserError("expected a non-empty list of values", file=file, row=label, field=f"{kind}.{key}")
+    keys = list(spread)
+    if kind == "grid":
+        combos = list(itertools.product(*(spread[k] for k in keys)))
+    else:
+        lengths = {len(spread[k]) for k in keys}
+        if len(lengths) != 1:
+            raise UserError("zip lists must have equal lengths", file=file, row=label, field="zip")
+        combos = list(zip(*(spread[k] for k in keys)))
+    paper = raw.get("paper")
+    if paper is not None and (not isinstance(paper, list) or len(paper) != len(combos)):
+        raise UserError(f"a {kind} of {len(combos)} rows needs a list of {len(combos)} paper entries", file=file,
+                        row=label, field="paper")
+    out = []
+    for i, combo in enumerate(combos):
+        values = dict(zip(keys, combo))
+        row = {k: v for k, v in raw.items() if k not in ("grid", "zip", "paper")}
+        row["set"] = {**(raw.get("set") or {}), **values} if isinstance(raw.get("set") or {}, dict) else raw.get("set")
+        row["paper"] = paper[i] if paper is not None else None
+        out.append((values, row))
+    return out
+
+
+def parse_table(data: Any, file: str) -> Table:
+    """Validate a loaded spec and expand its rows."""
+    if not isinstance(data, dict):
+        raise UserError(f"a sweep spec is a mapping with keys {sorted(TABLE_KEYS)}, got {type(data).__name__}",
+                        file=file)
+    unknown = set(data) - TABLE_KEYS
+    if unknown:
+        raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=file, field=str(sorted(map(str, unknown))[0]),
+                        hint=f"known: {', '.join(sorted(TABLE_KEYS))}")
+    for key in ("table", "columns", "rows"):
+        if key not in data:
+            raise UserError("missing", file=file, field=key)
+    name = data["table"]
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name):
+        raise UserError(f"must be a lower-case identifier, got {name!r}", file=file, field="table")
+    columns = data["columns"]
+    if not isinstance(columns, list) or not columns or any(c not in METRICS for c in columns):
+        raise UserError(f"must be a non-empty list drawn from {', '.join(METRICS)}, got {columns!r}", file=file,
+                        field="columns")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise UserError("expected a mapping", file=file, field="defaults")
+    bad = set(defaults) - DEFAULT_KEYS
+    if bad:
+        raise UserError(f"unknown default(s) {sorted(map(str, bad))}", file=file, field="defaults",
+                        hint=f"known: {', '.join(sorted(DEFAULT_KEYS))}")
+    rows_raw = data["rows"]
+    if not isinstance(rows_raw, list) or not rows_raw:
+        raise UserError("expected a non-empty list of rows", file=file, field="rows")
+    rows: list[Row] = []
+    seen: set[str] = set()
+    for position, raw in enumerate(rows_raw):
+        if not isinstance(raw, dict):
+            raise UserError(f"a row is a mapping, got {type(raw).__name__}", file=file, row=f"#{position + 1}")
+        unknown = set(raw) - ROW_KEYS
+        if unknown:
+            raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=file,
+                            row=str(raw.get("name", f"#{position + 1}")), field=str(sorted(map(str, unknown))[0]),
+                            hint=f"known: {', '.join(sorted(ROW_KEYS))}")
+        if not isinstance(raw.get("name"), str) or not raw["name"].strip():
+            raise UserError("every row needs a name (a string)", file=file, row=f"#{position + 1}", field="name")
+        for values, row in _expand(raw, defaults, columns, file, position):
+            rows.append(_make_row(name, len(rows), row, values, defaults, columns, file))
+            if rows[-1].name in seen:
+                raise UserError("duplicate row name", file=file, row=rows[-1].name, field="name",
+                                hint="row names must be unique within a table")
+            seen.add(rows[-1].name)
+    return Table(name=name, title=str(data.get("title", name)), caption=str(data.get("caption", "")),
+                 columns=list(columns), rows=rows, file=file, eval_split=data.get("eval_split"))
+
+
+def _make_row(table: str, index: int, raw: dict, values: dict, defaults: dict, columns: list[str], file: str) -> Row:
+    label_name = _fmt(raw["name"], values, file, raw["name"])
+    merged = {**defaults, **{k: v for k, v in raw.items() if v is not None or k == "set"}}
+    method = _check_choice(merged.get("method", "musu"), METHODS, file, label_name, "method")
+    backbone = _check_choice(merged.get("backbone", "r50"), BACKBONES, file, label_name, "backbone")
+    schedule = _check_choice(merged.get("schedule", "1x"), SCHEDULES, file, label_name, "schedule")
+    switches = {**_check_switches(defaults.get("set"), file, label_name, "defaults.set"),
+                **_check_switches(raw.get("set"), file, label_name, "set")}
+    if switches and method != "musu":
+        raise UserError(f"MuSu switches {sorted(switches)} apply to method musu only, this row is {method}",
+                        file=file, row=label_name, field="set")
+    flags = {}
+    for key, default in (("reference", False), ("train", None)):
+        value = merged.get(key, default)
+        if value is not None and not isinstance(value, bool):
+            raise UserError(f"expected true or false, got {value!r}", file=file, row=label_name, field=key)
+        flags[key] = value
+    seeds = merged.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        raise UserError(f"must be an integer in [1, 100], got {seeds!r}", file=file, row=label_name, field="seeds")
+    reference = flags["reference"]
+    train = True if flags["train"] is None else flags["train"]
+    if reference and flags["train"]:
+        reference = False  # a reference row switched to a trained row
+    for text_field in ("label", "section"):
+        if text_field in raw and raw[text_field] is not None and not isinstance(raw[text_field], (str, int, float)):
+            raise UserError("expected text", file=file, row=label_name, field=text_field)
+    label = _fmt(str(raw.get("label", raw["name"])), values, file, label_name)
+    section = merged.get("section")
+    return Row(table=table, index=index, name=label_name, label=label,
+               section=None if section is None else _fmt(str(section), values, file, label_name),
+               method=method, backbone=backbone, schedule=schedule, switches=switches,
+               paper=_check_paper(raw.get("paper"), columns, file, label_name),
+               reference=reference, train=train, seeds=seeds)
+
+
+def load_table_file(path: str | Path) -> Table:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"malformed YAML{where}: {problem}", file=str(path)) from None
+    table = parse_table(data, str(path))
+    if table.name != path.stem:
+        raise UserError(f"the table is named {table.name!r} but the file is {path.name}", file=str(path),
+                        field="table", hint=f"name the file {table.name}.yaml or the table {path.stem!r}")
+    return table
+
+
+def available_tables(sweeps_dir: Path = SWEEPS_DIR) -> list[str]:
+    return sorted(p.stem for p in sweeps_dir.glob("*.yaml"))
+
+
+def load_tables(selector: str, sweeps_dir: Path = SWEEPS_DIR) -> list[Table]:
+    """``table1``, ``table1,table3`` or ``all``."""
+    known = available_tables(sweeps_dir)
+    names = known if selector == "all" else [s.strip() for s in selector.split(",") if s.strip()]
+    for name in names:
+        if name not in known:
+            raise UserError(f"unknown table {name!r}", hint=f"known tables: {', '.join(known)}, or all")
+    return [load_table_file(sweeps_dir / f"{name}.yaml") for name in names]

@@ -1,0 +1,55 @@
+"""What ``reproduce run`` submitted, kept on disk so a later call reattaches.
+
+``.reproduce/jobs.json`` maps a config hash to the job that trains it (backend,
+job id, submitit folder). It is rewritten atomically under a lock, so a
+``kill -9`` of the submitting process never leaves a torn file, and two
+``reproduce`` processes never lose each other's records.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class JobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / "jobs.json"
+        self.lock_path = self.root / "jobs.lock"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError:
+            # Never lose the evidence: keep the unreadable file aside.
+            self.path.rename(self.path.with_suffix(f".corrupt.{int(time.time())}"))
+            return {}
+
+    def load(self) -> dict[str, Any]:
+        with self._locked():
+            return self._read()
+
+    def update(self, records: dict[str, Any]) -> None:
+        with self._locked():
+            data = self._read()
+            data.update(records)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.path)

@@ -1,0 +1,139 @@
+"""MLflow: where runs are looked up, logged and reported from.
+
+The default store is a SQLite file in the working directory; a flag or
+``MLFLOW_TRACKING_URI`` names another (a server). SQLite allows one writer at a
+time, so every write goes through ``retry`` (a locked database is waited out,
+not lost), and metrics are sent in batches.
+
+An unreachable server is a decision made before anything trains: ``check``
+fails with a one-line error. Nothing is buffered to be flushed later, so no
+result can be silently dropped.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from .errors import UserError
+
+T = TypeVar("T")
+DEFAULT_DB = "mlruns.db"
+TAG_HASH = "musu.config_hash"
+TAG_ROWS = "musu.rows"
+TAG_PROFILE = "musu.profile"
+TAG_TABLE = "musu.table"
+TAG_ROW = "musu.row"
+TAG_ERROR = "musu.error"
+TAG_JOB = "slurm.job_id"
+TAG_COMMIT = "git.commit"
+TAG_PROGRESS = "musu.progress"
+TAG_STATE = "musu.state"
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """Flag, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///<cwd>/mlruns.db`` (absolute,
+    so jobs started in other directories find the same store)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            path = Path(uri[len("sqlite:///"):])
+            if not path.is_absolute():
+                return f"sqlite:///{path.resolve()}"
+        return uri
+    return f"sqlite:///{Path.cwd().resolve() / DEFAULT_DB}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(s in text for s in ("database is locked", "database table is locked", "unable to open database",
+                                   "disk i/o error", "deadlock", "temporarily unavailable", "connection reset"))
+
+
+def retry(fn: Callable[[], T], attempts: int = 40, base: float = 0.05, cap: float = 2.0) -> T:
+    """Call ``fn`` until it stops failing on a locked/busy store (jittered back-off)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - filtered below
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(min(cap, base * 2 ** attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def client(uri: str | None = None):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=resolve_uri(uri))
+
+
+def check(uri: str | None = None, timeout: float = 10.0) -> str:
+    """Fail early, on one line, when the store cannot be used."""
+    uri = resolve_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
+    if uri.startswith("sqlite:///"):
+        parent = Path(uri[len("sqlite:///"):]).parent
+        if not parent.is_dir():
+            raise UserError(f"the MLflow store's folder {parent} does not exist",
+                            hint="create it or pass --tracking-uri sqlite:///PATH/mlruns.db")
+    try:
+        retry(lambda: client(uri).search_experiments(max_results=1))
+    except Exception as exc:  # noqa: BLE001 - any failure here is the user's to fix
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"MLflow tracking store {uri} cannot be reached: {first[:200]}",
+                        hint="start the server, or pass --tracking-uri / set MLFLOW_TRACKING_URI to a reachable "
+                             "store (default: sqlite:///mlruns.db here); nothing was submitted") from None
+    return uri
+
+
+def experiment_id(cl, profile: str) -> str:
+    name = f"musu-{profile}"
+    exp = retry(lambda: cl.get_experiment_by_name(name))
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return retry(lambda: cl.create_experiment(name))
+    except Exception:  # created concurrently by another job
+        return retry(lambda: cl.get_experiment_by_name(name)).experiment_id
+
+
+def runs_by_hash(cl, profile: str, hashes: Iterable[str] | None = None) -> dict[str, list]:
+    """All MLflow runs of a profile, grouped by config hash (newest first)."""
+    exp = experiment_id(cl, profile)
+    out: dict[str, list] = {}
+    token = None
+    while True:
+        page = retry(lambda: cl.search_runs([exp], max_results=1000, page_token=token,
+                                            order_by=["attributes.start_time DESC"]))
+        for run in page:
+            h = run.data.tags.get(TAG_HASH)
+            if h and (hashes is None or h in hashes):
+                out.setdefault(h, []).append(run)
+        token = page.token
+        if not token:
+            return out
+
+
+def finished_run(runs: list) -> Any | None:
+    for run in runs:
+        if run.info.status == "FINISHED":
+            return run
+    return None
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {'model.bbox_head.assigner.alpha': '0.333...'} for MLflow params."""
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(d, (list, tuple)) and d and any(isinstance(v, (dict, list, tuple)) for v in d):
+        for i, v in enumerate(d):
+            out.update(flatten(v, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = str(d)[:6000]
+    return out
