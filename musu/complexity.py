@@ -48,8 +48,9 @@ def _module_flops(module: nn.Module, inputs, output) -> int:
     return 0
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or True)
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """mmcv 1.x counted parameters with ``requires_grad`` (frozen stem, stage 1 and BN excluded)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 @torch.no_grad()
@@ -72,5 +73,6 @@ def count_flops(model: nn.Module, input_shape: Tuple[int, int] = (1333, 800)) ->
 
 
 def complexity(model: nn.Module, input_shape: Tuple[int, int] = (1333, 800)) -> dict:
-    """``{'params': M, 'flops': G}`` as Table 7 prints them."""
-    return dict(params=count_parameters(model) / 1e6, flops=count_flops(model, input_shape) / 1e9)
+    """``{'params': M, 'params_total': M, 'flops': G}``; Table 7 prints params and FLOPs."""
+    return dict(params=count_parameters(model) / 1e6, params_total=count_parameters(model, False) / 1e6,
+                flops=count_flops(model, input_shape) / 1e9)

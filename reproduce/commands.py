@@ -74,7 +74,9 @@ def state_of(run: Run, mlruns: list, record: dict | None) -> RunState:
             if latest is not None and latest.info.status == "RUNNING":
                 prog = latest.data.tags.get(tracking.TAG_PROGRESS, "starting")
                 return RunState("running", f"iter {prog} (job {record['job_id']})")
-            return RunState("queued", f"job {record['job_id']} {slurm_state(record).lower()}")
+            if record.get("backend") == "local":
+                return RunState("queued", f"local job {record['job_id']} waiting for a free slot")
+            return RunState("queued", f"SLURM job {record['job_id']} {slurm_state(record).lower()}")
         reason = ""
         if latest is not None:
             reason = latest.data.tags.get(tracking.TAG_ERROR, "")

@@ -42,6 +42,14 @@ def slurm_rank() -> int:
     return 0
 
 
+def slurm_job_id() -> str | None:
+    """``ARRAY_TASK`` as squeue/sacct print it, or the plain job id."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
 def _mlflow_hook_cls():
     from mmengine.hooks import Hook
 
@@ -127,12 +135,14 @@ def run_training(payload: dict) -> dict:
     uri = payload["tracking_uri"]
     cl = tracking.client(uri)
     run_id = _open_run(cl, payload) if rank == 0 else None
-    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+    slurm_job = slurm_job_id()
     try:
         if rank == 0:
             retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "running"))
-            if job_id:
-                retry(lambda: cl.set_tag(run_id, tracking.TAG_JOB, job_id))
+            if slurm_job:
+                retry(lambda: cl.set_tag(run_id, tracking.TAG_JOB, slurm_job))
+            else:
+                retry(lambda: cl.set_tag(run_id, tracking.TAG_PID, str(os.getpid())))
         cfg = load_config(payload["config"], payload["options"])
         work_dir = Path(payload["work_dir"])
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +166,8 @@ def run_training(payload: dict) -> dict:
         runner.train()
         if rank != 0:
             return {}
-        metrics = {COCO_KEYS[k]: 100.0 * v for k, v in capture.metrics.items() if k in COCO_KEYS}
+        # COCO reports -1 for an area range without objects: no number, not -100.
+        metrics = {COCO_KEYS[k]: 100.0 * v for k, v in capture.metrics.items() if k in COCO_KEYS and v >= 0}
         metrics.update(_measure(runner, cfg))
         from mlflow.entities import Metric
         now = int(time.time() * 1000)

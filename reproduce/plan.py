@@ -101,8 +101,7 @@ class Planner:
 
             from musu.configs import config_path
             try:
-                path = name if name.startswith("mmdet::") else str(config_path(name))
-                self._parsed[name] = Config.fromfile(path, import_custom_modules=False)
+                self._parsed[name] = Config.fromfile(str(config_path(name)), import_custom_modules=False)
             except FileNotFoundError as exc:
                 raise UserError(str(exc), file=self.profile.file, field="configs") from None
         return self._parsed[name]

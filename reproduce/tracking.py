@@ -28,6 +28,7 @@ TAG_TABLE = "musu.table"
 TAG_ROW = "musu.row"
 TAG_ERROR = "musu.error"
 TAG_JOB = "slurm.job_id"
+TAG_PID = "local.pid"
 TAG_COMMIT = "git.commit"
 TAG_PROGRESS = "musu.progress"
 TAG_STATE = "musu.state"
@@ -90,13 +91,21 @@ def check(uri: str | None = None, timeout: float = 10.0) -> str:
     return uri
 
 
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside the database file (absolute, so
+    jobs running in other directories write to the same place)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
 def experiment_id(cl, profile: str) -> str:
     name = f"musu-{profile}"
     exp = retry(lambda: cl.get_experiment_by_name(name))
     if exp is not None:
         return exp.experiment_id
     try:
-        return retry(lambda: cl.create_experiment(name))
+        return retry(lambda: cl.create_experiment(name, artifact_location=artifact_root(cl.tracking_uri)))
     except Exception:  # created concurrently by another job
         return retry(lambda: cl.get_experiment_by_name(name)).experiment_id
 

@@ -45,10 +45,17 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
     # mmcv 2.1.0 ships only as source; its setup.py imports pkg_resources
     # (gone from setuptools >= 70) and torch, hence the pinned setuptools and
-    # no build isolation. pip caches the built wheel, so a rebuild is rare.
-    say "building mmcv 2.1.0 with CPU ops (about 9 minutes on 2 cores, cached afterwards)"
-    "${PIP[@]}" install 'setuptools<70' 2>/dev/null
-    MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$(nproc)" "${PIP[@]}" install --no-build-isolation mmcv==2.1.0
+    # no build isolation. The built wheel is kept in $WHEELS (and pip's cache),
+    # so the 9-minute build happens once per machine.
+    WHEELS="${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}"
+    mkdir -p "$WHEELS"
+    if ! ls "$WHEELS"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
+        say "building mmcv 2.1.0 with CPU ops (about 9 minutes on 2 cores, once per machine)"
+        "${PIP[@]}" install 'setuptools<70' 2>/dev/null
+        MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$(nproc)" "${PIP[@]}" wheel --no-build-isolation --no-deps \
+            -w "$WHEELS" mmcv==2.1.0
+    fi
+    "${PIP[@]}" install --no-deps "$WHEELS"/mmcv-2.1.0-*.whl
 fi
 "${PIP[@]}" install -e ".[test]"
 "$VENV/bin/python" -c "import torch, mmcv.ops, mmdet, mmengine, musu.models" \

@@ -1,0 +1,75 @@
+"""`reproduce plan`: the paper's runs, shared rows, hashes, clear errors."""
+import json
+
+import pytest
+
+from reproduce.cli import main
+
+
+def plan_json(capsys, *args):
+    assert main(["plan", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_paper_plan_counts_and_shared_rows(capsys):
+    out = plan_json(capsys, "all", "--profile", "paper")
+    # 38 trained rows over 8 tables; the default MuSu setting serves 7 of them,
+    # Table 7 reuses Table 1's FCOS and Table 5's #A runs, Table 5 reuses Table 1's alpha=1.
+    assert out["rows"] == 38
+    assert out["total_runs"] == 26
+    by_rows = {tuple(r["rows"]): r for r in out["runs"]}
+    default = next(r for r in out["runs"] if "table1/alpha-1/3" in r["rows"])
+    assert sorted(default["rows"]) == sorted(["soft_hard/soft", "table1/alpha-1/3", "table2/b-0.10",
+                                              "table3/tau-adaptive", "table4/ratio-2", "table5/alpha-1/3-A1",
+                                              "table7/musu-A1"])
+    fcos = next(r for r in out["runs"] if "table1/fcos" in r["rows"])
+    assert fcos["rows"] == ["table1/fcos", "table7/fcos"] and fcos["config"] == "fcos_r50_1x_coco"
+    a1 = next(r for r in out["runs"] if "table1/alpha-1.0" in r["rows"])
+    assert a1["rows"] == ["table1/alpha-1.0", "table5/alpha-1.0-A1"]
+    r101 = next(r for r in out["runs"] if "table6/musu-r101" in r["rows"])
+    assert r101["config"] == "musu_r101_ms-640-800_2x_coco" and r101["max_iters"] == 180000
+    assert r101["overrides"]["model.bbox_head.num_anchors"] == 3
+    dcn = next(r for r in out["runs"] if "table6/musu-r101-dcn" in r["rows"])
+    assert dcn["config"] == "musu_r101-dcn_ms-640-800_2x_coco"
+    assert all(r["max_iters"] == 90000 for r in out["runs"] if r not in (r101, dcn))
+    assert len({r["config_hash"] for r in out["runs"]}) == 26
+    assert out["total_gpu_hours"] > 1000
+    assert all(r["overrides"]["train_dataloader.dataset.data_root"] == "data/coco/" for r in out["runs"])
+
+
+def test_hash_is_stable_and_sensitive(capsys):
+    a = plan_json(capsys, "table2", "--profile", "paper")
+    b = plan_json(capsys, "table2", "--profile", "paper")
+    assert [r["config_hash"] for r in a["runs"]] == [r["config_hash"] for r in b["runs"]]
+    assert len({r["config_hash"] for r in a["runs"]}) == 3
+
+
+def test_smoke_profile_maps_to_tiny_configs(capsys):
+    out = plan_json(capsys, "table1", "--profile", "smoke")
+    assert out["total_runs"] == 10
+    assert {r["config"] for r in out["runs"]} == {"smoke/musu_tiny_synthetic", "smoke/fcos_tiny_synthetic",
+                                                   "smoke/fcospp_tiny_synthetic"}
+    assert all(r["max_iters"] == 40 for r in out["runs"])
+
+
+def test_reference_rows_switch_to_trained(tmp_path, capsys):
+    sweeps = tmp_path / "sweeps"
+    (sweeps / "profiles").mkdir(parents=True)
+    from reproduce.spec import SWEEPS_DIR
+    (sweeps / "profiles" / "paper.yaml").write_text((SWEEPS_DIR / "profiles" / "paper.yaml").read_text())
+    text = (SWEEPS_DIR / "table6.yaml").read_text().replace(
+        "{name: atss-r101, label: \"ATSS [35]\",", "{name: atss-r101, train: true, label: \"ATSS [35]\",")
+    (sweeps / "table6.yaml").write_text(text)
+    out = plan_json(capsys, "table6", "--profile", "paper", "--sweeps", str(sweeps))
+    atss = next(r for r in out["runs"] if r["rows"] == ["table6/atss-r101"])
+    assert atss["config"].startswith("mmdet::atss/") and atss["max_iters"] == 180000
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["plan", "table9"], "unknown table 'table9'"),
+    (["plan", "table1", "--profile", "nope"], "unknown profile 'nope'"),
+])
+def test_errors_are_one_line(capsys, args, needle):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
