@@ -1,0 +1,218 @@
+"""``reproduce report``: the paper's tables rebuilt from MLflow, beside the paper.
+
+Cells are gathered once (pandas) and rendered through jinja2 templates in
+``reports/templates``: Markdown, LaTeX (booktabs, a standalone document), a
+self-contained HTML page with plots, or JSON for scripts. Every number shown
+as reproduced comes from a finished MLflow run; a row without one says why.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import tracking
+from .commands import _default_uri, _plan, _profile_records, _store, state_of
+from .spec import Table
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
+HEADERS = {"AP": "AP", "AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$", "APm": "AP$_M$",
+           "APl": "AP$_L$", "params": "#Params", "flops": "FLOPs", "fps": "FPS"}
+MD_HEADERS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": "APl",
+              "params": "#Params", "flops": "FLOPs", "fps": "FPS"}
+LOWER_IS_BETTER = {"params", "flops"}
+
+
+def fmt(metric: str, value: float | None) -> str:
+    """Numbers as the paper prints them: AP 40.6, params 32.07M, FLOPs 205.3G, FPS 14.6."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if metric == "params":
+        return f"{value:.2f}M"
+    if metric == "flops":
+        return f"{value:.1f}G"
+    return f"{value:.1f}"
+
+
+@dataclass
+class Cell:
+    metric: str
+    paper: float | None
+    value: float | None = None
+    std: float | None = None
+    best: bool = False
+
+    @property
+    def diff(self) -> float | None:
+        if self.value is None or self.paper is None:
+            return None
+        return self.value - self.paper
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(reproduced=self.value, std=self.std, paper=self.paper, difference=self.diff, best=self.best)
+
+
+@dataclass
+class ReportRow:
+    name: str
+    label: str
+    section: str | None
+    status: str  # finished | pending | queued | running | failed | interrupted | reference
+    detail: str
+    runs: int
+    cells: list[Cell] = field(default_factory=list)
+    switches: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportTable:
+    table: Table
+    profile: str
+    rows: list[ReportRow]
+    paper_only: bool
+
+    @property
+    def sections(self) -> list[tuple[str | None, list[ReportRow]]]:
+        out: list[tuple[str | None, list[ReportRow]]] = []
+        for row in self.rows:
+            if not out or out[-1][0] != row.section:
+                out.append((row.section, []))
+            out[-1][1].append(row)
+        return out
+
+
+def gather(args, paper_only: bool) -> list[ReportTable]:
+    profile, tables, runs = _plan(args)
+    by_row = {(t, r): run for run in runs for t, r in run.rows}
+    mlruns, records = {}, {}
+    if not paper_only:
+        uri = tracking.check(_default_uri(args))
+        cl = tracking.client(uri)
+        mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
+        records = _profile_records(_store(args.workdir), profile.name)
+    out = []
+    for table in tables:
+        rows = []
+        for row in table.rows:
+            run = by_row.get((table.name, row.name))
+            cells = [Cell(m, row.paper.get(m)) for m in table.columns]
+            if paper_only:
+                rows.append(ReportRow(row.name, row.label, row.section, "paper", "", 0, cells, row.switches))
+                continue
+            if run is None:
+                rows.append(ReportRow(row.name, row.label, row.section, "reference", "paper row, not trained", 0,
+                                      cells, row.switches))
+                continue
+            # Seeds of a row are separate runs (their hashes differ by seed).
+            seeds = [r for r in runs if r.config_name == run.config_name and (table.name, row.name) in r.rows]
+            finished = [tracking.finished_run(mlruns.get(r.config_hash, [])) for r in seeds]
+            finished = [f for f in finished if f is not None]
+            st = state_of(run, mlruns.get(run.config_hash, []), records.get(run.config_hash))
+            for cell in cells:
+                values = [f.data.metrics[cell.metric] for f in finished if cell.metric in f.data.metrics]
+                if values:
+                    cell.value = statistics.fmean(values)
+                    cell.std = statistics.stdev(values) if len(values) > 1 else None
+            status = "finished" if finished and len(finished) == len(seeds) else st.state
+            rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(finished), cells,
+                                  row.switches))
+        _mark_best(rows, paper_only)
+        out.append(ReportTable(table, profile.name, rows, paper_only))
+    return out
+
+
+def _mark_best(rows: list[ReportRow], paper_only: bool) -> None:
+    if not rows:
+        return
+    for i, cell0 in enumerate(rows[0].cells):
+        metric = cell0.metric
+        if metric in ("params", "flops", "fps"):
+            continue  # Table 7 marks nothing
+        key = (lambda c: c.paper) if paper_only else (lambda c: c.value)
+        vals = [key(r.cells[i]) for r in rows if key(r.cells[i]) is not None]
+        if not vals:
+            continue
+        best = max(vals)
+        for r in rows:
+            if key(r.cells[i]) is not None and abs(key(r.cells[i]) - best) < 1e-9:
+                r.cells[i].best = True
+
+
+# ---- rendering --------------------------------------------------------------------------------------------
+def _env(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=autoescape,
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = lambda cell: fmt(cell.metric, cell.value)
+    env.filters["fmt_paper"] = lambda cell: fmt(cell.metric, cell.paper)
+    env.filters["fmt_diff"] = lambda cell: "" if cell.diff is None else f"{cell.diff:+.1f}" if cell.metric not in (
+        "params",) else f"{cell.diff:+.2f}"
+    env.filters["tex"] = tex_escape
+    env.filters["md_label"] = md_label
+    env.globals.update(HEADERS=HEADERS, MD_HEADERS=MD_HEADERS)
+    return env
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX specials outside $...$ math; labels from the specs keep their math."""
+    out, math_mode = [], False
+    for ch in str(text):
+        if ch == "$":
+            math_mode = not math_mode
+            out.append(ch)
+        elif not math_mode and ch in "&%#_{}":
+            out.append("\\" + ch)
+        elif not math_mode and ch == "~":
+            out.append("\\textasciitilde{}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def md_label(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, str]] | None = None) -> str:
+    if fmt_name == "json":
+        return json.dumps([dict(table=t.table.name, profile=t.profile, paper_only=t.paper_only,
+                                columns=t.table.columns,
+                                rows=[dict(name=r.name, label=r.label, section=r.section, status=r.status,
+                                           detail=r.detail, runs=r.runs,
+                                           cells={c.metric: c.as_json() for c in r.cells}) for r in t.rows])
+                           for t in tables], indent=1)
+    template = {"md": "table.md.j2", "tex": "document.tex.j2", "html": "page.html.j2"}[fmt_name]
+    env = _env(autoescape=fmt_name == "html")
+    text = env.get_template(template).render(tables=tables, plots=plots or {})
+    return re.sub(r"\n{3,}", "\n\n", text) if fmt_name == "md" else text
+
+
+def cmd_report(args) -> int:
+    tables = gather(args, args.paper)
+    plots = {}
+    if args.format == "html" or args.output:
+        from .plots import make_plots
+        plots = make_plots(tables, args.output or (args.workdir / "reports-tmp"))
+    if args.output is None:
+        if args.format == "html":
+            for t in plots.values():
+                t.pop("path", None)
+        sys.stdout.write(render(tables, args.format, plots))
+        return 0
+    args.output.mkdir(parents=True, exist_ok=True)
+    ext = {"md": "md", "tex": "tex", "html": "html", "json": "json"}[args.format]
+    if args.format == "html":
+        (args.output / "index.html").write_text(render(tables, "html", plots))
+        print(args.output / "index.html")
+        return 0
+    for t in tables:
+        path = args.output / f"{t.table.name}.{ext}"
+        path.write_text(render([t], args.format, plots))
+        print(path)
+    return 0

@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny profile written as a user would write one, and the
+real single-node SLURM cluster from cluster/local-slurm.sh."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CI_PROFILE = """\
+# A user-made profile: the synthetic set at its smallest, a dozen iterations.
+name: ci
+description: tiny synthetic runs for the integration tests
+dataset:
+  type: synthetic
+  root: data/synthetic-ci
+  generate: {num_train: 8, num_val: 4, image_size: 128, min_size: 16, max_size: 60, seed: 0}
+  train_ann: annotations/train.json
+  val_ann: annotations/val.json
+  train_img: train/
+  val_img: val/
+gpus: 0
+images_per_gpu: 2
+configs:
+  musu/*/*: smoke/musu_tiny_synthetic
+  fcospp/*/*: smoke/fcospp_tiny_synthetic
+  fcos/*/*: smoke/fcos_tiny_synthetic
+cfg_options:
+  train_cfg.max_iters: ITERS
+  train_cfg.val_interval: ITERS
+  train_dataloader.batch_size: 2
+  default_hooks.checkpoint.interval: CKPT
+  default_hooks.logger.interval: 2
+  param_scheduler:
+    - {type: LinearLR, start_factor: 0.3333333, by_epoch: false, begin: 0, end: 4}
+train_pipeline_size: 128
+cost:
+  sec_per_iter: {"*": 0.3}
+"""
+
+
+def make_sweeps(tmp_path: Path, iters: int = 8, ckpt: int = 4) -> Path:
+    """The suite's specs plus the tiny `ci` profile, in a folder of the test's own."""
+    sweeps = tmp_path / "sweeps"
+    shutil.copytree(ROOT / "sweeps", sweeps)
+    text = CI_PROFILE.replace("ITERS", str(iters)).replace("CKPT", str(ckpt))
+    text = text.replace("train_pipeline_size: 128\n", "")
+    (sweeps / "profiles" / "ci.yaml").write_text(text)
+    return sweeps
+
+
+@pytest.fixture
+def ci_sweeps(tmp_path):
+    return make_sweeps(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Starts the local SLURM (idempotent) and yields; skipped where it cannot run."""
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster needs root (munge, MariaDB, slurmd)")
+    if shutil.which("slurmctld") is None:
+        pytest.skip("SLURM is not installed; scripts/bootstrap.sh installs it")
+    out = subprocess.run(["bash", str(ROOT / "cluster" / "local-slurm.sh"), "start"], capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    yield "local-slurm"

@@ -1,0 +1,108 @@
+"""`reproduce run` for real: local processes and the local SLURM cluster,
+MLflow on SQLite, no row trained twice, a killed `reproduce run` reattaches."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reproduce import tracking
+
+pytestmark = pytest.mark.slow
+REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
+
+
+def reproduce(workdir: Path, sweeps: Path, *args, check=True, timeout=1200):
+    cmd = [*REPRODUCE, *args, "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(workdir)]
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def mlflow_runs(workdir: Path):
+    cl = tracking.client(f"sqlite:///{workdir / 'mlruns.db'}")
+    return [r for runs in tracking.runs_by_hash(cl, "ci").values() for r in runs], cl
+
+
+def assert_finished_once(workdir: Path, expected_hashes: set[str]):
+    runs, cl = mlflow_runs(workdir)
+    hashes = [r.data.tags[tracking.TAG_HASH] for r in runs]
+    assert sorted(hashes) == sorted(expected_hashes), "one MLflow run per config, no duplicates"
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        m = run.data.metrics
+        assert {"AP", "AP50", "AP75", "params", "flops", "fps"} <= set(m)
+        assert 0.0 <= m["AP"] <= 100.0
+        tags = run.data.tags
+        for tag in (tracking.TAG_PROFILE, tracking.TAG_TABLE, tracking.TAG_ROW, tracking.TAG_COMMIT):
+            assert tags.get(tag)
+        assert "model.bbox_head.type" in run.data.params
+        history = cl.get_metric_history(run.info.run_id, "train/loss")
+        steps = [h.step for h in history]
+        assert steps and len(steps) == len(set(steps)), "an iteration was logged (trained) twice"
+        arts = {a.path for a in cl.list_artifacts(run.info.run_id)}
+        assert {"resolved_config.py", "metrics.json"} <= arts and any(a.startswith("coco_eval") for a in arts)
+    return runs
+
+
+def planned_hashes(workdir, sweeps, table):
+    out = reproduce(workdir, sweeps, "plan", table, "--json")
+    return {r["config_hash"] for r in json.loads(out.stdout)["runs"]}
+
+
+def test_local_run_tracks_everything_and_never_trains_twice(tmp_path, ci_sweeps):
+    hashes = planned_hashes(tmp_path, ci_sweeps, "soft_hard")
+    assert len(hashes) == 2
+    out = reproduce(tmp_path, ci_sweeps, "run", "soft_hard", "--poll", "1")
+    assert "2/2 finished" in out.stderr
+    runs = assert_finished_once(tmp_path, hashes)
+    assert {r.data.tags[tracking.TAG_ROW] for r in runs} == {"soft", "hard"}
+    again = reproduce(tmp_path, ci_sweeps, "run", "soft_hard", "--poll", "1")
+    assert "2 finished" in again.stderr and "0 to submit" in again.stderr
+    assert_finished_once(tmp_path, hashes)
+    status = reproduce(tmp_path, ci_sweeps, "status", "soft_hard", "--json")
+    assert {s["state"] for s in json.loads(status.stdout)} == {"finished"}
+
+
+def test_killed_reproduce_run_reattaches(tmp_path):
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path, iters=16, ckpt=4)
+    hashes = planned_hashes(tmp_path, sweeps, "table2")
+    cmd = [*REPRODUCE, "run", "table2", "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(tmp_path),
+           "--poll", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill the submitter once the first run is training.
+    deadline = time.time() + 600
+    while True:
+        assert time.time() < deadline and proc.poll() is None
+        if (tmp_path / "mlruns.db").exists():
+            runs, _ = mlflow_runs(tmp_path)
+            if any(r.data.tags.get(tracking.TAG_PROGRESS) for r in runs):
+                break
+        time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = reproduce(tmp_path, sweeps, "run", "table2", "--poll", "1")
+    assert "already submitted (reattaching)" in out.stderr
+    assert "3/3 finished" in out.stderr
+    assert_finished_once(tmp_path, hashes)
+
+
+def test_slurm_array_run(tmp_path, ci_sweeps, slurm_cluster):
+    hashes = planned_hashes(tmp_path, ci_sweeps, "soft_hard")
+    out = reproduce(tmp_path, ci_sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--poll", "1")
+    assert "2/2 finished" in out.stderr
+    runs = assert_finished_once(tmp_path, hashes)
+    job_ids = {r.data.tags.get(tracking.TAG_JOB) for r in runs}
+    assert all(j and "_" in j for j in job_ids), job_ids  # array tasks: JOBID_TASK
+    assert len({j.split("_")[0] for j in job_ids}) == 1, "one job array for the table"
+    sacct = subprocess.run(["sacct", "-n", "-X", "-o", "JobID,State", "-j", next(iter(job_ids)).split("_")[0]],
+                           capture_output=True, text=True).stdout
+    assert sacct.count("COMPLETED") == 2, sacct
