@@ -24,7 +24,7 @@ from .spec import Table
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
 HEADERS = {"AP": "AP", "AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$", "APm": "AP$_M$",
-           "APl": "AP$_L$", "params": "#Params", "flops": "FLOPs", "fps": "FPS"}
+           "APl": "AP$_L$", "params": "\\#Params", "flops": "FLOPs", "fps": "FPS"}
 MD_HEADERS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": "APl",
               "params": "#Params", "flops": "FLOPs", "fps": "FPS"}
 LOWER_IS_BETTER = {"params", "flops"}
