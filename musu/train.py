@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,49 @@ def set_data_root(cfg: Config, root: str | os.PathLike, train_ann: str | None = 
 
 
 def has_checkpoint(work_dir: str | os.PathLike) -> bool:
-    return (Path(work_dir) / "last_checkpoint").is_file()
+    """True when ``work_dir`` holds a loadable checkpoint to resume from (see ``ensure_resumable``)."""
+    return ensure_resumable(work_dir) is not None
+
+
+def _loads(path: Path) -> bool:
+    import torch
+
+    from . import checkpoint_compat  # noqa: F401
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return isinstance(ckpt, dict) and "state_dict" in ckpt and "meta" in ckpt
+    except Exception:  # noqa: BLE001 - any failure means "not usable"
+        return False
+
+
+def ensure_resumable(work_dir: str | os.PathLike) -> Path | None:
+    """Point mmengine's ``last_checkpoint`` at the newest checkpoint that loads.
+
+    A job killed while writing leaves a truncated file; resuming from it would
+    crash every requeue. Such a file is renamed ``*.corrupt`` (kept, never
+    deleted) and the previous good checkpoint is used instead, with a warning.
+    """
+    work_dir = Path(work_dir)
+    marker = work_dir / "last_checkpoint"
+    candidates = sorted(work_dir.glob("iter_*.pth"), key=lambda p: int(p.stem.split("_")[1]), reverse=True)
+    if marker.is_file():
+        named = Path(marker.read_text().strip())
+        if named.is_file() and named not in candidates:
+            candidates.insert(0, named)
+    for path in candidates:
+        if _loads(path):
+            if not marker.is_file() or Path(marker.read_text().strip()) != path:
+                marker.write_text(str(path))
+            return path
+        corrupt = path.with_name(path.name + ".corrupt")
+        path.rename(corrupt)
+        warnings.warn(f"checkpoint {path} is unreadable (truncated or corrupt); kept as {corrupt.name}, "
+                      "resuming from the previous one", RuntimeWarning, stacklevel=2)
+        print(f"[musu] warning: checkpoint {path} is unreadable; kept as {corrupt.name}, falling back",
+              file=sys.stderr)
+    if marker.is_file():
+        marker.unlink()
+    return None
 
 
 def train(cfg: Config, work_dir: str | os.PathLike, *, resume: bool = True, launcher: str = "none") -> dict:

@@ -126,10 +126,27 @@ def _measure(runner, cfg) -> dict[str, float]:
     return out
 
 
+def _resume_decision(work_dir: Path, rank: int, timeout: float = 600.0) -> bool:
+    """Rank 0 checks (and repairs) the checkpoints; other ranks wait for its verdict."""
+    from musu.train import has_checkpoint
+    attempt = f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    verdict = work_dir / f".resume-{attempt}"
+    if rank == 0:
+        decision = has_checkpoint(work_dir)
+        verdict.write_text("1" if decision else "0")
+        return decision
+    deadline = time.time() + timeout
+    while not verdict.exists():
+        if time.time() > deadline:
+            raise TimeoutError(f"rank {rank}: rank 0 did not check the checkpoints of {work_dir}")
+        time.sleep(0.5)
+    return verdict.read_text() == "1"
+
+
 def run_training(payload: dict) -> dict:
     """Train one run end to end; returns its final metrics. Safe to call again after a kill."""
     from musu import checkpoint_compat  # noqa: F401
-    from musu.train import MetricsCapture, has_checkpoint, load_config
+    from musu.train import MetricsCapture, load_config
 
     rank = slurm_rank()
     uri = payload["tracking_uri"]
@@ -154,7 +171,7 @@ def run_training(payload: dict) -> dict:
         from mmengine.runner import Runner
         cfg.work_dir = str(work_dir)
         cfg.launcher = payload.get("launcher", "none")
-        cfg.resume = has_checkpoint(work_dir)
+        cfg.resume = _resume_decision(work_dir, rank)
         cfg.load_from = None
         cfg.val_evaluator["outfile_prefix"] = str(work_dir / "coco_eval")
         runner = Runner.from_cfg(cfg)

@@ -34,6 +34,7 @@ cfg_options:
   train_cfg.val_interval: ITERS
   train_dataloader.batch_size: 2
   default_hooks.checkpoint.interval: CKPT
+  default_hooks.checkpoint.max_keep_ckpts: 2
   default_hooks.logger.interval: 2
   param_scheduler:
     - {type: LinearLR, start_factor: 0.3333333, by_epoch: false, begin: 0, end: 4}

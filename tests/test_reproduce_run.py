@@ -82,7 +82,8 @@ def test_killed_reproduce_run_reattaches(tmp_path):
     deadline = time.time() + 600
     while True:
         assert time.time() < deadline and proc.poll() is None
-        if (tmp_path / "mlruns.db").exists():
+        # jobs.json appears after submission, so the store is initialised by then.
+        if (tmp_path / ".reproduce" / "state" / "jobs.json").exists():
             runs, _ = mlflow_runs(tmp_path)
             if any(r.data.tags.get(tracking.TAG_PROGRESS) for r in runs):
                 break

@@ -1,0 +1,148 @@
+"""Faults and bad input: a corrupt checkpoint, 8 writers on one SQLite store,
+an unreachable tracking server, bad data, bad cluster profiles."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reproduce import tracking
+from reproduce.cli import main
+
+
+# ---- a truncated last checkpoint -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_corrupt_last_checkpoint_falls_back(tmp_path):
+    from musu.data import SyntheticSpec, generate
+    from musu.train import ensure_resumable
+    data = generate(tmp_path / "data", SyntheticSpec(num_train=4, num_val=2, image_size=96, min_size=16,
+                                                     max_size=40, seed=2))
+    work = tmp_path / "work"
+
+    def train(iters):
+        cmd = [sys.executable, "-m", "musu.train", "smoke/musu_tiny_synthetic", "--work-dir", str(work),
+               "--data-root", str(data), "--cfg-options", f"train_cfg.max_iters={iters}",
+               f"train_cfg.val_interval={iters}", "default_hooks.checkpoint.interval=2",
+               "default_hooks.checkpoint.max_keep_ckpts=5", "train_dataloader.batch_size=2",
+               "param_scheduler.0.end=2", "param_scheduler.1.milestones=[100]"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+    assert train(4).returncode == 0
+    last = work / "iter_4.pth"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])  # a write cut short
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        assert ensure_resumable(work) == work / "iter_2.pth"
+    assert (work / "iter_4.pth.corrupt").exists(), "the bad file is kept, not deleted"
+    out = train(6)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert "resumed epoch: 0, iter: 2" in out.stdout + out.stderr
+    assert (work / "iter_6.pth").exists()
+
+
+# ---- many writers on one SQLite store ---------------------------------------------------------------------
+def _writer(uri: str, index: int, steps: int) -> None:
+    from mlflow.entities import Metric, Param
+    from reproduce.tracking import client, experiment_id, retry
+    cl = client(uri)
+    exp = experiment_id(cl, "stress")
+    run = retry(lambda: cl.create_run(exp, tags={tracking.TAG_HASH: f"h{index}"}))
+    rid = run.info.run_id
+    retry(lambda: cl.log_batch(rid, params=[Param(f"p{k}", str(k * index)) for k in range(50)]))
+    for step in range(steps):
+        retry(lambda: cl.log_batch(rid, metrics=[Metric("loss", float(step), 0, step),
+                                                 Metric("lr", 0.01, 0, step)]))
+    retry(lambda: cl.set_terminated(rid, "FINISHED"))
+
+
+def test_eight_parallel_writers_lose_nothing(tmp_path):
+    uri = tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}")  # initialises the schema once, as `run` does
+    tracking.experiment_id(tracking.client(uri), "stress")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(uri, i, 40)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    cl = tracking.client(uri)
+    runs = tracking.runs_by_hash(cl, "stress")
+    assert sorted(runs) == sorted(f"h{i}" for i in range(8))
+    for h, (run,) in runs.items():
+        assert run.info.status == "FINISHED" and len(run.data.params) == 50
+        assert [m.step for m in cl.get_metric_history(run.info.run_id, "loss")] == list(range(40))
+
+
+# ---- bad input: one line, nothing submitted -------------------------------------------------------------
+def _run(capsys, *args):
+    code = main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def test_unreachable_tracking_server_fails_before_submitting(tmp_path, capsys, ci_sweeps):
+    code, err = _run(capsys, "run", "soft_hard", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir",
+                     str(tmp_path), "--tracking-uri", "http://127.0.0.1:9")
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot be reached" in err and "nothing was submitted" in err
+    assert not (tmp_path / ".reproduce" / "state" / "jobs.json").exists()
+
+
+def _profile(sweeps: Path, **dataset):
+    text = (sweeps / "profiles" / "ci.yaml").read_text()
+    import yaml
+    data = yaml.safe_load(text)
+    data["dataset"].update(dataset)
+    (sweeps / "profiles" / "ci.yaml").write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing_root", "does not exist"),
+    ("not_coco", "not a COCO annotation file"),
+    ("not_json", "is not JSON"),
+    ("empty", "holds no images"),
+])
+def test_bad_data_is_caught_before_submission(tmp_path, capsys, ci_sweeps, case, needle):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "train").mkdir()
+    (root / "val").mkdir()
+    ann = root / "annotations" / "x.json"
+    if case == "missing_root":
+        root = tmp_path / "nowhere"
+    elif case == "not_coco":
+        ann.write_text(json.dumps({"hello": 1}))
+    elif case == "not_json":
+        ann.write_text("<xml/>")
+    else:
+        ann.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    _profile(ci_sweeps, type="coco", root=str(root), train_ann="annotations/x.json", val_ann="annotations/x.json")
+    code, err = _run(capsys, "run", "soft_hard", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir",
+                     str(tmp_path))
+    assert code == 2 and needle in err and err.count("\n") == 1 and "ci.yaml" in err
+    assert not (tmp_path / ".reproduce" / "state" / "jobs.json").exists()
+
+
+def test_unknown_cluster_and_bad_cluster_profile(tmp_path, capsys, ci_sweeps):
+    code, err = _run(capsys, "run", "soft_hard", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir",
+                     str(tmp_path), "--cluster", "nope")
+    assert code == 2 and "unknown cluster 'nope'" in err
+
+
+@pytest.mark.slow
+def test_unknown_partition_and_gpus_caught_by_sinfo(tmp_path, capsys, ci_sweeps, slurm_cluster, monkeypatch):
+    from reproduce import clusters
+    cdir = tmp_path / "clusters"
+    cdir.mkdir()
+    (cdir / "bad.yaml").write_text("partition: nosuchpartition\n")
+    (cdir / "gpus.yaml").write_text("partition: debug\ngpus_per_node: 8\n")
+    monkeypatch.setattr(clusters, "CLUSTER_DIR", cdir)
+    with pytest.raises(Exception) as info:
+        clusters.check_against_slurm(clusters.load_cluster("bad", cdir), 0)
+    assert "partition 'nosuchpartition' does not exist" in str(info.value) and "debug" in str(info.value)
+    with pytest.raises(Exception) as info:
+        clusters.check_against_slurm(clusters.load_cluster("gpus", cdir), 8)
+    assert "need 8 GPUs" in str(info.value)
