@@ -64,11 +64,13 @@ StoragePass=slurmpw
 StorageLoc=slurm_acct_db
 CONF
     chmod 600 "$CONF_DIR/slurmdbd.conf"
-    cat > "$CONF_DIR/slurm.conf" <<CONF
+    cat > "$CONF_DIR/slurm.conf.new" <<CONF
 ClusterName=$CLUSTER_NAME
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
+# A requeued job waits cred_expire seconds before it may start again (120 by default).
+AuthInfo=cred_expire=10
 StateSaveLocation=$SCRATCH/state
 SlurmdSpoolDir=$SCRATCH/spool
 SlurmctldPidFile=$SCRATCH/slurmctld.pid
@@ -95,6 +97,16 @@ MpiDefault=none
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
+    # Daemons started with an older configuration are restarted with this one.
+    if ! cmp -s "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"; then
+        mv "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"
+        if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
+            log "configuration changed: restarting slurmctld and slurmd"
+            stop
+        fi
+    else
+        rm -f "$CONF_DIR/slurm.conf.new"
+    fi
 }
 
 start() {

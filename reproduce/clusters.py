@@ -16,7 +16,7 @@ from .errors import UserError
 
 CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
 KEYS = {"name", "partition", "account", "qos", "gpus_per_node", "nodes", "cpus_per_task", "mem_gb", "time_min",
-        "array_parallelism", "max_requeues", "sbatch_extra", "setup", "description"}
+        "array_parallelism", "max_requeues", "signal_delay_s", "sbatch_extra", "setup", "description"}
 
 
 @dataclass
@@ -32,6 +32,9 @@ class Cluster:
     time_min: int = 60
     array_parallelism: int = 8
     max_requeues: int = 3
+    # SLURM signals the job this long before its time limit; submitit then
+    # saves (the last mmengine checkpoint is the state) and requeues it.
+    signal_delay_s: int = 120
     sbatch_extra: dict[str, Any] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
     description: str = ""
@@ -49,7 +52,8 @@ def available_clusters(cluster_dir: Path = CLUSTER_DIR) -> list[str]:
 def load_cluster(name: str, cluster_dir: Path = CLUSTER_DIR) -> Cluster:
     if name == "local":
         return Cluster(name="local")
-    path = cluster_dir / f"{name}.yaml"
+    # A name from cluster/, or the path of a profile of the user's own.
+    path = Path(name) if name.endswith((".yaml", ".yml")) else cluster_dir / f"{name}.yaml"
     if not path.is_file():
         raise UserError(f"unknown cluster {name!r}", hint=f"known: {', '.join(available_clusters(cluster_dir))}; "
                         f"add one as {path}")
@@ -63,10 +67,11 @@ def load_cluster(name: str, cluster_dir: Path = CLUSTER_DIR) -> Cluster:
     if unknown:
         raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=str(path),
                         field=str(sorted(map(str, unknown))[0]), hint=f"known: {', '.join(sorted(KEYS))}")
-    for key in ("gpus_per_node", "nodes", "cpus_per_task", "time_min", "array_parallelism", "max_requeues"):
+    for key in ("gpus_per_node", "nodes", "cpus_per_task", "time_min", "array_parallelism", "max_requeues",
+                "signal_delay_s"):
         if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 0):
             raise UserError(f"must be an integer >= 0, got {data[key]!r}", file=str(path), field=key)
-    data["name"] = data.get("name", name)
+    data["name"] = data.get("name", path.stem)
     if not isinstance(data.get("sbatch_extra", {}), dict):
         raise UserError("expected a mapping of sbatch option to value", file=str(path), field="sbatch_extra")
     return Cluster(**data, file=str(path))

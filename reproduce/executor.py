@@ -75,7 +75,8 @@ def make_executor(cluster: Cluster, folder: Path, gpus: int):
     tasks = max(gpus, 1)
     params: dict[str, Any] = dict(timeout_min=cluster.time_min, nodes=cluster.nodes, tasks_per_node=tasks,
                                   cpus_per_task=cluster.cpus_per_task, mem_gb=cluster.mem_gb,
-                                  slurm_array_parallelism=cluster.array_parallelism, name="musu")
+                                  slurm_array_parallelism=cluster.array_parallelism, name="musu",
+                                  slurm_signal_delay_s=cluster.signal_delay_s)
     if gpus:
         params["gpus_per_node"] = gpus
     if cluster.partition:

@@ -30,6 +30,7 @@ def make_plots(tables, outdir: Path) -> dict[str, dict[str, str]]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -57,6 +58,8 @@ def make_plots(tables, outdir: Path) -> dict[str, dict[str, str]]:
         if not t.paper_only:
             axes[0][1].set_title(f"reproduced (profile {t.profile})")
         for ax in axes[0]:
+            if x_key == "num_anchors":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("AP")
             ax.grid(alpha=0.3)

@@ -58,3 +58,36 @@ def test_latex_compiles(capsys, tmp_path, table):
         assert out.returncode == 0, out.stdout[-2000:]
         assert "booktabs" in tex.read_text()
         assert (tmp_path / tex.with_suffix(".pdf").name).stat().st_size > 1000
+
+
+@pytest.mark.skipif(shutil.which("chromedriver") is None, reason="chromium-driver comes with scripts/bootstrap.sh")
+def test_html_page_loads_without_errors(tmp_path, capsys):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    render(capsys, "all", "--paper", "--format", "html", "-o", str(tmp_path))
+    page = tmp_path / "index.html"
+    html = page.read_text()
+    assert "<script" not in html and "http" not in html.replace("http-equiv", "")  # self-contained, offline
+    opts = Options()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--no-first-run", "--disable-component-update"):
+        opts.add_argument(flag)
+    opts.binary_location = shutil.which("chromium")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    try:
+        driver.get(page.as_uri())
+        assert driver.title == "MuSu reproduction report"
+        assert len(driver.find_elements("css selector", "section table")) == 8
+        images = driver.find_elements("css selector", "figure img")
+        assert len(images) == 3  # Tables 1, 4 and 5
+        assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im)
+                   for im in images)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        driver.set_window_size(1300, 2400)
+        driver.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        driver.quit()
+    assert (tmp_path / "report.png").stat().st_size > 10000

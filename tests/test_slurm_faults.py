@@ -1,0 +1,135 @@
+"""Faults on the real local SLURM cluster: preemption (scontrol requeue) and
+time limits, with resume from the last checkpoint and nothing trained twice."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reproduce import tracking
+
+pytestmark = pytest.mark.slow
+REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
+ONE_ROW = """\
+table: one
+title: one MuSu run
+columns: [AP, AP50, AP75]
+defaults: {method: musu, backbone: r50, schedule: 1x}
+rows:
+  - {name: musu, label: MuSu}
+"""
+
+
+def setup_sweeps(tmp_path, iters, ckpt):
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path / "spec", iters=iters, ckpt=ckpt)
+    (sweeps / "one.yaml").write_text(ONE_ROW)
+    return sweeps
+
+
+def run_cli(workdir, sweeps, *args, check=True, timeout=1500):
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([*REPRODUCE, *args, "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(workdir)],
+                         cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def the_run(workdir):
+    cl = tracking.client(f"sqlite:///{workdir / 'mlruns.db'}")
+    runs = [r for rs in tracking.runs_by_hash(cl, "ci").values() for r in rs]
+    return runs, cl
+
+
+def job_record(workdir):
+    (rec,) = json.loads((workdir / ".reproduce" / "state" / "jobs.json").read_text()).values()
+    return rec
+
+
+def wait_progress(workdir, at_least, timeout=600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (workdir / ".reproduce" / "state" / "jobs.json").exists():
+            runs, _ = the_run(workdir)
+            for r in runs:
+                prog = r.data.tags.get(tracking.TAG_PROGRESS, "0/1")
+                if int(prog.split("/")[0]) >= at_least:
+                    return int(prog.split("/")[0])
+        time.sleep(0.5)
+    raise AssertionError("the run never reached the iteration to interrupt at")
+
+
+def job_log(rec):
+    folder = Path(rec["folder"])
+    return "\n".join(p.read_text(errors="replace") for p in sorted(folder.parent.glob("*/*_log.*")))
+
+
+def test_preempted_job_resumes_and_matches_uninterrupted(tmp_path, slurm_cluster):
+    iters, ckpt = 24, 4
+    sweeps = setup_sweeps(tmp_path, iters, ckpt)
+    pre, ref = tmp_path / "preempted", tmp_path / "reference"
+    run_cli(pre, sweeps, "run", "one", "--cluster", slurm_cluster, "--no-wait")
+    reached = wait_progress(pre, 10)
+    rec = job_record(pre)
+    subprocess.run(["scontrol", "requeue", rec["job_id"]], check=True)
+    out = run_cli(pre, sweeps, "run", "one", "--cluster", slurm_cluster, "--poll", "1")
+    assert "1/1 finished" in out.stderr
+    (run,), cl = the_run(pre)
+    assert run.info.status == "FINISHED"
+    log = job_log(rec)
+    resumed = [int(n) for n in re.findall(r"resumed epoch: 0, iter: (\d+)", log)]
+    # It trains on until SLURM's KillWait ends it, so the resume point is the
+    # last checkpoint written before the kill: past the requeue, before the end.
+    assert resumed and resumed[0] % ckpt == 0 and reached - ckpt <= resumed[0] < iters, log[-2000:]
+    steps = [m.step for m in cl.get_metric_history(run.info.run_id, "train/loss")]
+    before = [s for s in steps if s <= resumed[0]]
+    assert len(before) == len(set(before)), "an iteration before the last checkpoint was trained twice"
+    assert max(steps) == iters
+    sacct = subprocess.run(["sacct", "-D", "-n", "-X", "-o", "JobID,State", "-j", rec["job_id"]],
+                           capture_output=True, text=True).stdout
+    assert "REQUEUE" in sacct or sacct.count(rec["job_id"]) >= 2, sacct
+    # The same config without interruption, on the same cluster: identical numbers (CPU, seed 0).
+    run_cli(ref, sweeps, "run", "one", "--cluster", slurm_cluster, "--poll", "1")
+    (ref_run,), _ = the_run(ref)
+    for key in ("AP", "AP50", "AP75"):
+        assert run.data.metrics[key] == ref_run.data.metrics[key], (run.data.metrics, ref_run.data.metrics)
+    assert run.data.tags[tracking.TAG_HASH] == ref_run.data.tags[tracking.TAG_HASH]
+
+
+def _cluster_file(tmp_path, max_requeues):
+    path = tmp_path / f"short-{max_requeues}.yaml"
+    path.write_text(f"partition: debug\ncpus_per_task: 1\nmem_gb: 4\ntime_min: 1\nsignal_delay_s: 15\n"
+                    f"max_requeues: {max_requeues}\narray_parallelism: 1\n")
+    return str(path)
+
+
+def test_time_limit_requeues_then_finishes(tmp_path, slurm_cluster):
+    # Training longer than a 1-minute limit (SLURM may signal up to a minute
+    # early): submitit requeues on SLURM's
+    # warning signal and each attempt resumes from the last checkpoint.
+    sweeps = setup_sweeps(tmp_path, iters=80, ckpt=10)
+    work = tmp_path / "w"
+    out = run_cli(work, sweeps, "run", "one", "--cluster", _cluster_file(tmp_path, 6), "--poll", "2")
+    assert "1/1 finished" in out.stderr
+    (run,), _ = the_run(work)
+    assert run.info.status == "FINISHED"
+    log = job_log(job_record(work))
+    assert re.search(r"resumed epoch: 0, iter: \d+", log), log[-2000:]
+
+
+def test_time_limit_without_requeues_is_reported_failed(tmp_path, slurm_cluster):
+    sweeps = setup_sweeps(tmp_path, iters=400, ckpt=10)
+    work = tmp_path / "w"
+    out = run_cli(work, sweeps, "run", "one", "--cluster", _cluster_file(tmp_path, 0), "--poll", "2", check=False)
+    assert out.returncode == 1 and "0/1 finished" in out.stderr
+    status = run_cli(work, sweeps, "status", "one", "--json")
+    (row,) = json.loads(status.stdout)
+    # submitit gives up on the warning signal ("timed-out too many times") or
+    # SLURM ends the job (TIMEOUT): either way the cause is in the status.
+    assert row["state"] == "failed" and re.search(r"time(d-)?out", row["detail"].lower()), row
