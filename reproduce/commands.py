@@ -17,7 +17,7 @@ from .plan import Planner, Run, dataset_options
 from .profiles import load_profile
 from .spec import SWEEPS_DIR, load_tables
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _plan(args) -> tuple[Any, list, list[Run]]:

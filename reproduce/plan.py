@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,6 @@ class Run:
     rows: list[tuple[str, str]] = field(default_factory=list)  # (table, row)
     gpu_hours: float = 0.0
     max_iters: int = 0
-    resolved: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def first_row(self) -> tuple[str, str]:
@@ -124,6 +124,28 @@ class Planner:
         return cfg
 
     def plan(self, tables: list[Table]) -> list[Run]:
+        """The runs of ``tables``; served from the plan cache when no input changed."""
+        key = self._cache_key(tables)
+        cached = _cache_load(key)
+        if cached is not None:
+            return cached
+        runs = self._plan(tables)
+        _cache_store(key, runs)
+        return runs
+
+    def _cache_key(self, tables: list[Table]) -> str:
+        """Everything a plan depends on: the specs, the profile, every config file,
+        mmdet's version and this module's code."""
+        from musu.configs import CONFIG_DIR
+        h = hashlib.sha256()
+        for path in [Path(self.profile.file), *(Path(t.file) for t in tables), Path(__file__),
+                     *sorted(CONFIG_DIR.rglob("*.py"))]:
+            h.update(str(path).encode())
+            h.update(path.read_bytes())
+        h.update(_mmdet_version().encode())
+        return h.hexdigest()[:24]
+
+    def _plan(self, tables: list[Table]) -> list[Run]:
         runs: dict[str, Run] = {}
         for table in tables:
             for row in table.rows:
@@ -139,7 +161,7 @@ class Planner:
                         iters = int(resolved.get("train_cfg", {}).get("max_iters") or 0)
                         run = runs[h] = Run(config_hash=h, config_name=name, options=options,
                                             profile=self.profile.name, seed=seed, max_iters=iters,
-                                            gpu_hours=self._cost(row, iters), resolved=resolved)
+                                            gpu_hours=self._cost(row, iters))
                     if (table.name, row.name) not in run.rows:
                         run.rows.append((table.name, row.name))
         return list(runs.values())
@@ -149,3 +171,40 @@ class Planner:
         anchors = int(row.switches.get("num_anchors", 1))
         factor = 1.0 + float(cost.get("per_extra_anchor", 0.0)) * (anchors - 1)
         return iters * self.profile.sec_per_iter(row.backbone) * factor * max(self.profile.gpus, 1) / 3600.0
+
+
+def _mmdet_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("mmdet")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "musu-reproduce" / "plans"
+
+
+def _cache_load(key: str) -> list[Run] | None:
+    path = cache_dir() / f"{key}.json"
+    try:
+        data = json.loads(path.read_text())
+        return [Run(config_hash=r["config_hash"], config_name=r["config_name"], options=r["options"],
+                    profile=r["profile"], seed=r["seed"], rows=[tuple(x) for x in r["rows"]],
+                    gpu_hours=r["gpu_hours"], max_iters=r["max_iters"]) for r in data]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cache_store(key: str, runs: list[Run]) -> None:
+    path = cache_dir() / f"{key}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([dict(config_hash=r.config_hash, config_name=r.config_name, options=r.options,
+                                        profile=r.profile, seed=r.seed, rows=r.rows, gpu_hours=r.gpu_hours,
+                                        max_iters=r.max_iters) for r in runs]))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs speed
