@@ -63,7 +63,7 @@ class RunState:
 
 
 def state_of(run: Run, mlruns: list, record: dict | None) -> RunState:
-    from .executor import job_log_tail, job_state, slurm_state
+    from .executor import job_log_tail, job_state, slurm_history, slurm_state
     done = tracking.finished_run(mlruns)
     if done is not None:
         return RunState("finished", f"AP {done.data.metrics.get('AP', float('nan')):.1f}", dict(done.data.metrics))
@@ -76,7 +76,9 @@ def state_of(run: Run, mlruns: list, record: dict | None) -> RunState:
                 return RunState("running", f"iter {prog} (job {record['job_id']})")
             if record.get("backend") == "local":
                 return RunState("queued", f"local job {record['job_id']} waiting for a free slot")
-            return RunState("queued", f"SLURM job {record['job_id']} {slurm_state(record).lower()}")
+            earlier = [h.lower() for h in slurm_history(record)[:-1] if h not in ("PENDING", "RUNNING")]
+            again = f" (requeued after {', '.join(earlier)}; it resumes from its last checkpoint)" if earlier else ""
+            return RunState("queued", f"SLURM job {record['job_id']} {slurm_state(record).lower()}{again}")
         reason = ""
         if latest is not None:
             reason = latest.data.tags.get(tracking.TAG_ERROR, "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,11 @@ class LocalSlotJob(TrainJob):
     """TrainJob that first waits for a local slot."""
 
     def __call__(self, payload: dict) -> dict:
-        with slot(payload["slot_dir"], int(payload.get("slots", 1))):
+        slots = int(payload.get("slots", 1))
+        if slots > 1:  # share the cores instead of oversubscribing them
+            import torch
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // slots))
+        with slot(payload["slot_dir"], slots):
             return super().__call__(payload)
 
     def checkpoint(self, payload: dict) -> submitit.helpers.DelayedSubmission:
@@ -143,6 +148,19 @@ def slurm_state(record: dict[str, Any]) -> str:
     if record.get("backend") != "slurm":
         return "RUNNING" if pid_alive(int(record["job_id"])) else "ENDED"
     return submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"]).state.upper()
+
+
+def slurm_history(record: dict[str, Any]) -> list[str]:
+    """Every state the job went through (``sacct -D``), oldest first, e.g.
+    ``['NODE_FAIL', 'PENDING']`` for a job SLURM requeued after its node died."""
+    if record.get("backend") != "slurm":
+        return []
+    try:
+        out = subprocess.run(["sacct", "-D", "-n", "-X", "-P", "-j", record["job_id"], "-o", "State"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
 def job_log_tail(record: dict[str, Any], lines: int = 8) -> str:

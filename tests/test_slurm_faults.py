@@ -133,3 +133,55 @@ def test_time_limit_without_requeues_is_reported_failed(tmp_path, slurm_cluster)
     # submitit gives up on the warning signal ("timed-out too many times") or
     # SLURM ends the job (TIMEOUT): either way the cause is in the status.
     assert row["state"] == "failed" and re.search(r"time(d-)?out", row["detail"].lower()), row
+
+
+def _kill_node():
+    """What a dying node does to its jobs: slurmd, the step daemons and the job's processes vanish."""
+    for pattern in (["-x", "slurmd"], ["-f", "slurmstepd"], ["-f", "submitit.core._submit"]):
+        subprocess.run(["pkill", "-9", *pattern])
+
+
+def test_node_failure_is_reported_then_the_job_resumes(tmp_path, slurm_cluster):
+    sweeps = setup_sweeps(tmp_path, iters=24, ckpt=4)
+    work = tmp_path / "w"
+    run_cli(work, sweeps, "run", "one", "--cluster", slurm_cluster, "--no-wait")
+    wait_progress(work, 6)
+    rec = job_record(work)
+    _kill_node()
+    try:
+        # slurmctld notices after SlurmdTimeout (30 s): NODE_FAIL, then SLURM requeues the job.
+        deadline = time.time() + 180
+        while "NODE_FAIL" not in subprocess.run(["sacct", "-D", "-n", "-X", "-o", "State", "-j", rec["job_id"]],
+                                                capture_output=True, text=True).stdout:
+            assert time.time() < deadline, "SLURM never noticed the dead node"
+            time.sleep(2)
+        (row,) = json.loads(run_cli(work, sweeps, "status", "one", "--json").stdout)
+        assert row["state"] == "queued" and "node_fail" in row["detail"], row
+    finally:
+        subprocess.run(["bash", str(Path(__file__).parent.parent / "cluster" / "local-slurm.sh"), "start"],
+                       check=True, capture_output=True)
+    out = run_cli(work, sweeps, "run", "one", "--cluster", slurm_cluster, "--poll", "1")
+    assert "1/1 finished" in out.stderr and "reattaching" in out.stderr
+    (run,), _ = the_run(work)
+    assert run.info.status == "FINISHED"
+    assert re.search(r"resumed epoch: 0, iter: [1-9]\d*", job_log(rec)), "the requeued job resumed"
+
+
+def test_cancelled_row_is_reported_failed_and_resubmitted_alone(tmp_path, slurm_cluster):
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path / "spec", iters=16, ckpt=4)
+    work = tmp_path / "w"
+    run_cli(work, sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--no-wait")
+    jobs = json.loads((work / ".reproduce" / "state" / "jobs.json").read_text())
+    hard = next(v for k, v in jobs.items() if v["job_id"].endswith("_1"))
+    subprocess.run(["scancel", hard["job_id"]], check=True)
+    out = run_cli(work, sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--poll", "1", check=False)
+    assert out.returncode == 1 and "1/2 finished" in out.stderr
+    rows = {r["row"]: r for r in json.loads(run_cli(work, sweeps, "status", "soft_hard", "--json").stdout)}
+    assert rows["soft"]["state"] == "finished"
+    assert rows["hard"]["state"] == "failed" and "cancelled" in rows["hard"]["detail"].lower(), rows["hard"]
+    out = run_cli(work, sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--poll", "1")
+    assert "1 finished" in out.stderr and "1 to submit" in out.stderr and "2/2 finished" in out.stderr
+    runs, _ = the_run(work)
+    assert sorted(r.data.tags[tracking.TAG_ROW] for r in runs if r.info.status == "FINISHED") == ["hard", "soft"]
+    assert len([r for r in runs if r.data.tags[tracking.TAG_ROW] == "soft"]) == 1, "soft was not trained again"
