@@ -69,6 +69,23 @@ def test_local_run_tracks_everything_and_never_trains_twice(tmp_path, ci_sweeps)
     assert_finished_once(tmp_path, hashes)
     status = reproduce(tmp_path, ci_sweeps, "status", "soft_hard", "--json")
     assert {s["state"] for s in json.loads(status.stdout)} == {"finished"}
+    # The report's numbers are the runs' numbers, beside the paper's.
+    report = json.loads(reproduce(tmp_path, ci_sweeps, "report", "soft_hard,table2", "--format", "json").stdout)
+    by_row = {r.data.tags[tracking.TAG_ROW]: r for r in runs}
+    soft_hard = {row["name"]: row for row in report[0]["rows"]}
+    for name in ("soft", "hard"):
+        cell = soft_hard[name]["cells"]["AP"]
+        assert soft_hard[name]["status"] == "finished" and soft_hard[name]["runs"] == 1
+        assert cell["reproduced"] == pytest.approx(by_row[name].data.metrics["AP"])
+        assert cell["paper"] == {"soft": 40.6, "hard": 40.0}[name]
+        assert cell["difference"] == pytest.approx(cell["reproduced"] - cell["paper"])
+    # Table 2's b = 0.10 row is the same config as "soft": shared, not retrained.
+    t2 = {row["name"]: row for row in report[1]["rows"]}
+    assert t2["b-0.10"]["status"] == "finished"
+    assert t2["b-0.10"]["cells"]["AP"]["reproduced"] == soft_hard["soft"]["cells"]["AP"]["reproduced"]
+    assert t2["b-0.20"]["status"] == "pending" and t2["b-0.20"]["cells"]["AP"]["reproduced"] is None
+    md = reproduce(tmp_path, ci_sweeps, "report", "table2", "--format", "md").stdout
+    assert "pending / 40.3" in md
 
 
 def test_killed_reproduce_run_reattaches(tmp_path):

@@ -49,6 +49,15 @@ def box_iou_pairwise(boxes: torch.Tensor, gts: torch.Tensor, eps: float = 1e-9) 
     return inter / union.clamp(min=eps)
 
 
+def box_iou_aligned(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
+    """IoU of a[k] with b[k], [K] (x1y1x2y2)."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    return inter / (area_a + area_b - inter).clamp(min=eps)
+
+
 def rank_within_groups(group: torch.Tensor, values: torch.Tensor, num_groups: int) -> torch.Tensor:
     """0-based rank of each element by descending value inside its group.
 
@@ -114,15 +123,20 @@ def mutual_assign(
                                   gt_inds.clone(), gt_inds.clone(), zeros.clone())
 
     gt_boxes = gt_boxes.to(dtype)
-    ious = box_iou_pairwise(pred_boxes, gt_boxes)  # [N, G]
     x, y = points[:, 0:1], points[:, 1:2]
     inside = (x > gt_boxes[None, :, 0]) & (x < gt_boxes[None, :, 2]) & \
              (y > gt_boxes[None, :, 1]) & (y < gt_boxes[None, :, 3])
-    # A_j: the object of highest IoU among the boxes containing the point
-    # (argmax returns the first maximum, so ties go to the lowest index).
-    masked = torch.where(inside, ious, ious.new_full((), -1.0))
-    best_iou, best_gt = masked.max(dim=1)
-    in_some_box = inside.any(dim=1)
+    # IoU only for (anchor, object) pairs whose box contains the point: a few
+    # per anchor, instead of the full [N, G] matrix.
+    pair_i, pair_j = inside.nonzero(as_tuple=True)
+    pair_iou = box_iou_aligned(pred_boxes[pair_i], gt_boxes[pair_j])
+    # A_j: the object of highest IoU among the boxes containing the point;
+    # ties go to the lowest object index.
+    best_iou = torch.full((n,), -1.0, dtype=dtype, device=device).scatter_reduce(0, pair_i, pair_iou, reduce="amax")
+    is_best = pair_iou == best_iou[pair_i]
+    best_gt = torch.full((n,), g, dtype=torch.long, device=device).scatter_reduce(
+        0, pair_i[is_best], pair_j[is_best], reduce="amin")
+    in_some_box = best_gt < g
     cand = in_some_box.nonzero(as_tuple=True)[0]
     j = best_gt[cand]
     iou = best_iou[cand].clamp(min=0)
