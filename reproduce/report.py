@@ -153,6 +153,9 @@ def _env(autoescape: bool) -> jinja2.Environment:
     env.filters["fmt_paper"] = lambda cell: fmt(cell.metric, cell.paper)
     env.filters["fmt_diff"] = lambda cell: "" if cell.diff is None else f"{cell.diff:+.1f}" if cell.metric not in (
         "params",) else f"{cell.diff:+.2f}"
+    # A finished run can lack a metric (COCO gives none for an area range
+    # without objects): "n/a" then, the run's state otherwise.
+    env.filters["absent"] = lambda row: "n/a" if row.status == "finished" else row.status
     env.filters["tex"] = tex_escape
     env.filters["md_label"] = md_label
     env.globals.update(HEADERS=HEADERS, MD_HEADERS=MD_HEADERS)
