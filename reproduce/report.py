@@ -158,6 +158,7 @@ def _env(autoescape: bool) -> jinja2.Environment:
     env.filters["absent"] = lambda row: "n/a" if row.status == "finished" else row.status
     env.filters["tex"] = tex_escape
     env.filters["md_label"] = md_label
+    env.filters["html_label"] = tex_to_html
     env.globals.update(HEADERS=HEADERS, MD_HEADERS=MD_HEADERS)
     return env
 
@@ -176,6 +177,33 @@ def tex_escape(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+GREEK = {"alpha": "α", "beta": "β", "tau": "τ", "theta": "θ", "cdot": "·", "mathbb{I}": "𝕀", "le": "≤",
+         "ge": "≥", "times": "×"}
+
+
+def tex_to_html(text: str) -> "jinja2.utils.Markup":
+    """The specs' LaTeX labels as plain HTML (the page works offline, without MathJax):
+    ``$\\alpha = 1/3$`` -> ``α = 1/3``, ``v_i^{cls}`` -> v<sub>i</sub><sup>cls</sup>."""
+    from markupsafe import Markup, escape
+
+    def convert(math: str) -> str:
+        for name, char in GREEK.items():
+            math = math.replace("\\" + name, char)
+        math = re.sub(r"\\mathcal\{(\w)\}", r"\1", math)
+        math = re.sub(r"\\sqrt\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}", r"√(\1)", math)
+        math = math.replace("\\", "")
+        out = str(escape(math))
+        out = re.sub(r"_\{([^{}]*)\}", r"<sub>\1</sub>", out)
+        out = re.sub(r"\^\{([^{}]*)\}", r"<sup>\1</sup>", out)
+        out = re.sub(r"_(\w)", r"<sub>\1</sub>", out)
+        out = re.sub(r"\^(\w)", r"<sup>\1</sup>", out)
+        return out.replace("{", "").replace("}", "")
+
+    parts = str(text).split("$")
+    html = "".join(str(escape(p)) if i % 2 == 0 else convert(p) for i, p in enumerate(parts))
+    return Markup(html)
 
 
 def md_label(text: str) -> str:
