@@ -91,3 +91,36 @@ def test_html_page_loads_without_errors(tmp_path, capsys):
     finally:
         driver.quit()
     assert (tmp_path / "report.png").stat().st_size > 10000
+
+
+def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
+    """A row with `seeds: 3` plans three runs (three hashes); the report shows
+    their mean ± std and says 3 runs stand behind the number."""
+    import shutil as sh
+
+    from reproduce import tracking
+    from reproduce.spec import SWEEPS_DIR
+    sweeps = tmp_path / "sweeps"
+    sh.copytree(SWEEPS_DIR, sweeps)
+    (sweeps / "seeded.yaml").write_text("table: seeded\ncolumns: [AP]\nrows:\n"
+                                        "  - {name: musu, seeds: 3, paper: {AP: 40.6}}\n")
+    common = ["--profile", "smoke", "--sweeps", str(sweeps), "--workdir", str(tmp_path)]
+    assert main(["plan", "seeded", *common, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["total_runs"] == 3 and [r["seed"] for r in plan["runs"]] == [0, 1, 2]
+    # Three finished runs in the store, as the jobs would leave them.
+    uri = tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    cl = tracking.client(uri)
+    exp = tracking.experiment_id(cl, "smoke")
+    for run, ap in zip(plan["runs"], (1.0, 2.0, 4.0)):
+        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"]})
+        cl.log_metric(r.info.run_id, "AP", ap)
+        cl.set_terminated(r.info.run_id, "FINISHED")
+    assert main(["report", "seeded", *common, "--format", "json"]) == 0
+    (table,) = json.loads(capsys.readouterr().out)
+    (row,) = table["rows"]
+    assert row["runs"] == 3 and row["status"] == "finished"
+    assert row["cells"]["AP"]["reproduced"] == pytest.approx(7 / 3)
+    assert row["cells"]["AP"]["std"] == pytest.approx(1.5275, abs=1e-3)
+    assert main(["report", "seeded", *common, "--format", "md"]) == 0
+    assert "| musu | **2.3** ± 1.5 / 40.6 (-38.3) | 3 |" in capsys.readouterr().out
