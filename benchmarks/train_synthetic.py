@@ -32,7 +32,7 @@ def main() -> None:
         log = args.out / f"{name}.log"
         cmd = [sys.executable, "-m", "musu.train", f"smoke/{name}_tiny_synthetic", "--work-dir", str(work),
                "--data-root", str(data), "--no-resume", "--cfg-options", f"train_cfg.max_iters={args.iters}",
-               f"train_cfg.val_interval={args.iters}"]
+               f"train_cfg.val_interval={args.iters}", "randomness.seed=0"]
         start = time.time()
         with open(log, "w") as fh:
             subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=True)

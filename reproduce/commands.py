@@ -63,34 +63,43 @@ class RunState:
 
 
 def state_of(run: Run, mlruns: list, record: dict | None) -> RunState:
-    from .executor import job_log_tail, job_state, slurm_history, slurm_state
+    """Where a run stands, from MLflow (finished?) and its job (queued, running, ended).
+
+    The job's own state decides between queued and running: an MLflow run left
+    RUNNING by a process that died (a node failure) must not read as running
+    while SLURM holds the requeued job.
+    """
+    from .executor import PENDING_SLURM, RUNNING_SLURM, job_log_tail, pid_alive, slurm_history, slurm_state
     done = tracking.finished_run(mlruns)
     if done is not None:
         return RunState("finished", f"AP {done.data.metrics.get('AP', float('nan')):.1f}", dict(done.data.metrics))
     latest = mlruns[0] if mlruns else None
-    if record is not None:
-        js = job_state(record)
-        if js in ("active", "unknown"):
+    if record is None:
+        if latest is not None:
+            return RunState("interrupted", f"MLflow run {latest.info.run_id[:8]} is {latest.info.status.lower()}, "
+                            "no job holds it (`reproduce run` resumes it)")
+        return RunState("pending")
+    job = record["job_id"]
+    progress = latest.data.tags.get(tracking.TAG_PROGRESS, "starting") if latest is not None else "starting"
+    if record.get("backend") == "local":
+        if pid_alive(int(job)):
             if latest is not None and latest.info.status == "RUNNING":
-                prog = latest.data.tags.get(tracking.TAG_PROGRESS, "starting")
-                return RunState("running", f"iter {prog} (job {record['job_id']})")
-            if record.get("backend") == "local":
-                return RunState("queued", f"local job {record['job_id']} waiting for a free slot")
+                return RunState("running", f"iter {progress} (local job {job})")
+            return RunState("queued", f"local job {job} waiting for a free slot")
+        sstate = "ended"
+    else:
+        sstate = slurm_state(record)
+        if sstate in PENDING_SLURM:
             earlier = [h.lower() for h in slurm_history(record)[:-1] if h not in ("PENDING", "RUNNING")]
             again = f" (requeued after {', '.join(earlier)}; it resumes from its last checkpoint)" if earlier else ""
-            return RunState("queued", f"SLURM job {record['job_id']} {slurm_state(record).lower()}{again}")
-        reason = ""
-        if latest is not None:
-            reason = latest.data.tags.get(tracking.TAG_ERROR, "")
-        if not reason:
-            reason = job_log_tail(record)
-        sstate = slurm_state(record) if record.get("backend") == "slurm" else "ENDED"
-        cause = f"job {record['job_id']} {sstate.lower()}"
-        return RunState("failed", f"{cause}: {_last_lines(reason)}" if reason else cause)
-    if latest is not None:
-        return RunState("interrupted", f"MLflow run {latest.info.run_id[:8]} is {latest.info.status.lower()}, "
-                        "no job holds it (`reproduce run` resumes it)")
-    return RunState("pending")
+            return RunState("queued", f"SLURM job {job} {sstate.lower()}{again}")
+        if sstate in RUNNING_SLURM:
+            return RunState("running", f"iter {progress} (SLURM job {job})")
+        sstate = sstate.lower()
+    reason = latest.data.tags.get(tracking.TAG_ERROR, "") if latest is not None else ""
+    reason = reason or job_log_tail(record)
+    cause = f"job {job} {sstate}"
+    return RunState("failed", f"{cause}: {_last_lines(reason)}" if reason else cause)
 
 
 def _last_lines(text: str, n: int = 3) -> str:
@@ -153,7 +162,7 @@ def _default_uri(args) -> str | None:
 def cmd_run(args) -> int:
     from . import datasets
     from .clusters import check_against_slurm, load_cluster
-    from .executor import job_state, submit
+    from .executor import submit
 
     profile, tables, runs = _plan(args)
     cluster = load_cluster(args.cluster)

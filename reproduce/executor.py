@@ -22,8 +22,11 @@ import submitit
 from .clusters import Cluster
 from .job import TrainJob
 
-ACTIVE_SLURM = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
-                "REQUEUE_HOLD", "REQUEUE_FED", "STAGE_OUT", "SIGNALING"}
+# SLURM states of a job that will still run ("UNKNOWN": sacct has not seen it yet) ...
+PENDING_SLURM = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESIZING",
+                 "UNKNOWN"}
+# ... and of one that runs now. Anything else has ended.
+RUNNING_SLURM = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 
 
 @contextlib.contextmanager
@@ -131,23 +134,10 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def job_state(record: dict[str, Any]) -> str:
-    """'active', 'done' (ended, successfully or not) or 'unknown'."""
-    if record.get("backend") == "local":
-        return "active" if pid_alive(int(record["job_id"])) else "done"
-    job = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"])
-    state = job.state.upper()
-    if state in ACTIVE_SLURM:
-        return "active"
-    if state == "UNKNOWN":
-        return "unknown"
-    return "done"
-
-
 def slurm_state(record: dict[str, Any]) -> str:
-    if record.get("backend") != "slurm":
-        return "RUNNING" if pid_alive(int(record["job_id"])) else "ENDED"
-    return submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"]).state.upper()
+    """The job's state as sacct reports it (through submitit's watcher), e.g. ``PENDING``, ``CANCELLED``."""
+    state = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"]).state.upper()
+    return state.split()[0] if state else "UNKNOWN"
 
 
 def slurm_history(record: dict[str, Any]) -> list[str]:

@@ -121,6 +121,13 @@ def test_slurm_array_run(tmp_path, ci_sweeps, slurm_cluster):
     job_ids = {r.data.tags.get(tracking.TAG_JOB) for r in runs}
     assert all(j and "_" in j for j in job_ids), job_ids  # array tasks: JOBID_TASK
     assert len({j.split("_")[0] for j in job_ids}) == 1, "one job array for the table"
-    sacct = subprocess.run(["sacct", "-n", "-X", "-o", "JobID,State", "-j", next(iter(job_ids)).split("_")[0]],
-                           capture_output=True, text=True).stdout
+    # Accounting lags the jobs by a few seconds (the runs are FINISHED in MLflow
+    # before the job processes exit).
+    deadline = time.time() + 120
+    while True:
+        sacct = subprocess.run(["sacct", "-n", "-X", "-o", "JobID,State", "-j", next(iter(job_ids)).split("_")[0]],
+                               capture_output=True, text=True).stdout
+        if sacct.count("COMPLETED") == 2 or time.time() > deadline:
+            break
+        time.sleep(2)
     assert sacct.count("COMPLETED") == 2, sacct

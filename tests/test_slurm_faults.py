@@ -135,6 +135,17 @@ def test_time_limit_without_requeues_is_reported_failed(tmp_path, slurm_cluster)
     assert row["state"] == "failed" and re.search(r"time(d-)?out", row["detail"].lower()), row
 
 
+def wait_status(work, sweeps, table, row_name, ok, timeout=180):
+    """`reproduce status` until the row's state satisfies ``ok`` (sacct lags SLURM by seconds)."""
+    deadline = time.time() + timeout
+    while True:
+        rows = {r["row"]: r for r in json.loads(run_cli(work, sweeps, "status", table, "--json").stdout)}
+        if ok(rows[row_name]):
+            return rows[row_name]
+        assert time.time() < deadline, rows[row_name]
+        time.sleep(2)
+
+
 def _kill_node():
     """What a dying node does to its jobs: slurmd, the step daemons and the job's processes vanish."""
     for pattern in (["-x", "slurmd"], ["-f", "slurmstepd"], ["-f", "submitit.core._submit"]):
@@ -155,8 +166,8 @@ def test_node_failure_is_reported_then_the_job_resumes(tmp_path, slurm_cluster):
                                                 capture_output=True, text=True).stdout:
             assert time.time() < deadline, "SLURM never noticed the dead node"
             time.sleep(2)
-        (row,) = json.loads(run_cli(work, sweeps, "status", "one", "--json").stdout)
-        assert row["state"] == "queued" and "node_fail" in row["detail"], row
+        row = wait_status(work, sweeps, "one", "musu", lambda r: r["state"] == "queued" and "node_fail" in r["detail"])
+        assert "resumes from its last checkpoint" in row["detail"]
     finally:
         subprocess.run(["bash", str(Path(__file__).parent.parent / "cluster" / "local-slurm.sh"), "start"],
                        check=True, capture_output=True)
@@ -173,15 +184,14 @@ def test_cancelled_row_is_reported_failed_and_resubmitted_alone(tmp_path, slurm_
     work = tmp_path / "w"
     run_cli(work, sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--no-wait")
     jobs = json.loads((work / ".reproduce" / "state" / "jobs.json").read_text())
-    hard = next(v for k, v in jobs.items() if v["job_id"].endswith("_1"))
+    hard = next(v for v in jobs.values() if v["job_id"].endswith("_1"))
     subprocess.run(["scancel", hard["job_id"]], check=True)
-    out = run_cli(work, sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--poll", "1", check=False)
-    assert out.returncode == 1 and "1/2 finished" in out.stderr
-    rows = {r["row"]: r for r in json.loads(run_cli(work, sweeps, "status", "soft_hard", "--json").stdout)}
-    assert rows["soft"]["state"] == "finished"
-    assert rows["hard"]["state"] == "failed" and "cancelled" in rows["hard"]["detail"].lower(), rows["hard"]
+    row = wait_status(work, sweeps, "soft_hard", "hard", lambda r: r["state"] == "failed")
+    assert "cancelled" in row["detail"].lower(), row
+    wait_status(work, sweeps, "soft_hard", "soft", lambda r: r["state"] == "finished", timeout=600)
     out = run_cli(work, sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--poll", "1")
     assert "1 finished" in out.stderr and "1 to submit" in out.stderr and "2/2 finished" in out.stderr
+    assert sum(line.startswith("submitted ") for line in out.stderr.splitlines()) == 1
     runs, _ = the_run(work)
     assert sorted(r.data.tags[tracking.TAG_ROW] for r in runs if r.info.status == "FINISHED") == ["hard", "soft"]
     assert len([r for r in runs if r.data.tags[tracking.TAG_ROW] == "soft"]) == 1, "soft was not trained again"
