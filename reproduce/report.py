@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +96,7 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
         cl = tracking.client(uri)
         mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
         records = _profile_records(_store(args.workdir), profile.name)
+    finished = finished_metrics(mlruns)
     out = []
     for table in tables:
         rows = []
@@ -111,21 +111,34 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
                                       cells, row.switches))
                 continue
             # Seeds of a row are separate runs (their hashes differ by seed).
-            seeds = [r for r in runs if r.config_name == run.config_name and (table.name, row.name) in r.rows]
-            finished = [tracking.finished_run(mlruns.get(r.config_hash, [])) for r in seeds]
-            finished = [f for f in finished if f is not None]
+            seeds = [r.config_hash for r in runs if (table.name, row.name) in r.rows]
+            agg = finished.loc[finished.index.isin(seeds)]
             st = state_of(run, mlruns.get(run.config_hash, []), records.get(run.config_hash))
             for cell in cells:
-                values = [f.data.metrics[cell.metric] for f in finished if cell.metric in f.data.metrics]
-                if values:
-                    cell.value = statistics.fmean(values)
-                    cell.std = statistics.stdev(values) if len(values) > 1 else None
-            status = "finished" if finished and len(finished) == len(seeds) else st.state
-            rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(finished), cells,
+                if cell.metric not in agg:
+                    continue
+                values = agg[cell.metric].dropna()
+                if len(values):
+                    cell.value = float(values.mean())
+                    cell.std = float(values.std()) if len(values) > 1 else None
+            status = "finished" if len(agg) == len(seeds) else st.state
+            rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(agg), cells,
                                   row.switches))
         _mark_best(rows, paper_only)
         out.append(ReportTable(table, profile.name, rows, paper_only))
     return out
+
+
+def finished_metrics(mlruns: dict[str, list]) -> "pandas.DataFrame":
+    """One row per config hash with the metrics of its finished MLflow run."""
+    import pandas as pd
+    records = []
+    for h, runs in mlruns.items():
+        done = tracking.finished_run(runs)
+        if done is not None:
+            records.append({"config_hash": h, **done.data.metrics})
+    return pd.DataFrame.from_records(records, index="config_hash") if records else \
+        pd.DataFrame(index=pd.Index([], name="config_hash"))
 
 
 def _mark_best(rows: list[ReportRow], paper_only: bool) -> None:
