@@ -169,6 +169,7 @@ def cmd_run(args) -> int:
     if args.parallel < 1:
         raise UserError(f"--parallel must be >= 1, got {args.parallel}")
     workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
     uri = tracking.check(_default_uri(args))
     gpus = profile.gpus
     if cluster.is_local and gpus > 1:
