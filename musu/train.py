@@ -100,19 +100,29 @@ def ensure_resumable(work_dir: str | os.PathLike) -> Path | None:
     return None
 
 
-def train(cfg: Config, work_dir: str | os.PathLike, *, resume: bool = True, launcher: str = "none") -> dict:
-    """Train ``cfg`` in ``work_dir``; returns the metrics of the final evaluation."""
+def make_runner(cfg: Config, work_dir: str | os.PathLike, *, resume: bool, launcher: str = "none"):
+    """mmengine's Runner for ``cfg`` in ``work_dir`` and the hook that keeps its final metrics.
+
+    ``resume`` must already be decided (``has_checkpoint``): mmengine then
+    resumes from ``work_dir/last_checkpoint``.
+    """
     from mmengine.runner import Runner
 
     from . import checkpoint_compat  # noqa: F401  (before any checkpoint is read)
 
     cfg.work_dir = str(work_dir)
     cfg.launcher = launcher
-    cfg.resume = bool(resume and has_checkpoint(work_dir))
+    cfg.resume = bool(resume)
     cfg.load_from = None
     runner = Runner.from_cfg(cfg)
     capture = MetricsCapture()
     runner.register_hook(capture, priority="LOWEST")
+    return runner, capture
+
+
+def train(cfg: Config, work_dir: str | os.PathLike, *, resume: bool = True, launcher: str = "none") -> dict:
+    """Train ``cfg`` in ``work_dir``; returns the metrics of the final evaluation."""
+    runner, capture = make_runner(cfg, work_dir, resume=resume and has_checkpoint(work_dir), launcher=launcher)
     runner.train()
     return capture.metrics
 

@@ -67,8 +67,8 @@ def _mlflow_hook_cls():
                 return
             from mlflow.entities import Metric, RunTag
             now = int(time.time() * 1000)
-            metrics = [Metric(f"train/{k}", float(v), now, it) for k, v in (outputs or {}).items()
-                       if hasattr(v, "item") or isinstance(v, (int, float))]
+            metrics = [Metric(f"train/{k}", float(v.detach()) if hasattr(v, "detach") else float(v), now, it)
+                       for k, v in (outputs or {}).items() if hasattr(v, "item") or isinstance(v, (int, float))]
             lrs = runner.optim_wrapper.get_lr()
             for name, values in lrs.items():
                 metrics.append(Metric(f"train/{name}", float(values[0]), now, it))
@@ -145,8 +145,7 @@ def _resume_decision(work_dir: Path, rank: int, timeout: float = 600.0) -> bool:
 
 def run_training(payload: dict) -> dict:
     """Train one run end to end; returns its final metrics. Safe to call again after a kill."""
-    from musu import checkpoint_compat  # noqa: F401
-    from musu.train import MetricsCapture, load_config
+    from musu.train import load_config, make_runner
 
     rank = slurm_rank()
     uri = payload["tracking_uri"]
@@ -168,15 +167,9 @@ def run_training(payload: dict) -> dict:
         if rank == 0:
             _log_params(cl, run_id, cfg.to_dict())
             retry(lambda: cl.log_artifact(run_id, str(resolved_path)))
-        from mmengine.runner import Runner
-        cfg.work_dir = str(work_dir)
-        cfg.launcher = payload.get("launcher", "none")
-        cfg.resume = _resume_decision(work_dir, rank)
-        cfg.load_from = None
         cfg.val_evaluator["outfile_prefix"] = str(work_dir / "coco_eval")
-        runner = Runner.from_cfg(cfg)
-        capture = MetricsCapture()
-        runner.register_hook(capture, priority="LOWEST")
+        runner, capture = make_runner(cfg, work_dir, resume=_resume_decision(work_dir, rank),
+                                      launcher=payload.get("launcher", "none"))
         if rank == 0:
             interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
             runner.register_hook(_mlflow_hook_cls()(cl, run_id, interval))
