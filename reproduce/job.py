@@ -150,6 +150,13 @@ def run_training(payload: dict) -> dict:
     rank = slurm_rank()
     uri = payload["tracking_uri"]
     cl = tracking.client(uri)
+    # A job SLURM requeues after it already finished (a requeue racing the
+    # job's last seconds) must not train, or log, a second time.
+    h = payload["config_hash"]
+    done = tracking.finished_run(tracking.runs_by_hash(cl, payload["profile"], {h}).get(h, []))
+    if done is not None:
+        print(f"[reproduce] {h} already finished (MLflow run {done.info.run_id}); nothing to train", flush=True)
+        return dict(done.data.metrics)
     run_id = _open_run(cl, payload) if rank == 0 else None
     slurm_job = slurm_job_id()
     try:

@@ -71,7 +71,9 @@ def job_log(rec):
 
 
 def test_preempted_job_resumes_and_matches_uninterrupted(tmp_path, slurm_cluster):
-    iters, ckpt = 24, 4
+    # Long enough that the job is still training when SLURM kills it
+    # (KillWait, 10 s after the requeue's SIGTERM, which submitit ignores).
+    iters, ckpt = 60, 4
     sweeps = setup_sweeps(tmp_path, iters, ckpt)
     pre, ref = tmp_path / "preempted", tmp_path / "reference"
     run_cli(pre, sweeps, "run", "one", "--cluster", slurm_cluster, "--no-wait")
@@ -113,9 +115,9 @@ def test_time_limit_requeues_then_finishes(tmp_path, slurm_cluster):
     # Training longer than a 1-minute limit (SLURM may signal up to a minute
     # early): submitit requeues on SLURM's
     # warning signal and each attempt resumes from the last checkpoint.
-    sweeps = setup_sweeps(tmp_path, iters=80, ckpt=10)
+    sweeps = setup_sweeps(tmp_path, iters=160, ckpt=10)
     work = tmp_path / "w"
-    out = run_cli(work, sweeps, "run", "one", "--cluster", _cluster_file(tmp_path, 6), "--poll", "2")
+    out = run_cli(work, sweeps, "run", "one", "--cluster", _cluster_file(tmp_path, 10), "--poll", "2")
     assert "1/1 finished" in out.stderr
     (run,), _ = the_run(work)
     assert run.info.status == "FINISHED"
