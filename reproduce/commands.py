@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -102,8 +103,17 @@ def state_of(run: Run, mlruns: list, record: dict | None) -> RunState:
     return RunState("failed", f"{cause}: {_last_lines(reason)}" if reason else cause)
 
 
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?.*$")
+
+
 def _last_lines(text: str, n: int = 3) -> str:
+    """The cause of a failure, on one line: every exception a traceback names
+    (a chained one too: a time-out raised inside a library's own handler
+    surfaces as that library's error), else the log's last lines."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errors = list(dict.fromkeys(ln for ln in lines if EXCEPTION_LINE.match(ln)))
+    if errors:
+        return " <- ".join(e[:300] for e in reversed(errors))
     return " | ".join(lines[-n:])
 
 

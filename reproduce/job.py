@@ -42,6 +42,19 @@ def slurm_rank() -> int:
     return 0
 
 
+def exception_chain(exc: BaseException, limit: int = 6) -> str:
+    """'module.Type: message' for an exception and those it was raised from,
+    the first cause first: a time-out raised inside a library's handler
+    otherwise shows up only as that library's own error."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen and len(chain) < limit:
+        seen.add(id(exc))
+        message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        chain.append(f"{type(exc).__module__}.{type(exc).__qualname__}: {message}")
+        exc = exc.__cause__ or exc.__context__
+    return "\n".join(reversed(chain))
+
+
 def slurm_job_id() -> str | None:
     """``ARRAY_TASK`` as squeue/sacct print it, or the plain job id."""
     array = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -198,7 +211,7 @@ def run_training(payload: dict) -> dict:
         return metrics
     except BaseException as exc:
         if rank == 0 and run_id is not None:
-            tail = "".join(traceback.format_exception(exc))[-4000:]
+            tail = exception_chain(exc) + "\n" + "".join(traceback.format_exception(exc))[-2000:]
             interrupted = isinstance(exc, (KeyboardInterrupt, submitit.core.utils.UncompletedJobError))
             try:
                 retry(lambda: cl.set_tag(run_id, tracking.TAG_ERROR, tail))
