@@ -137,7 +137,20 @@ def pid_alive(pid: int) -> bool:
 def slurm_state(record: dict[str, Any]) -> str:
     """The job's state as sacct reports it (through submitit's watcher), e.g. ``PENDING``, ``CANCELLED``."""
     state = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"]).state.upper()
-    return state.split()[0] if state else "UNKNOWN"
+    state = state.split()[0] if state else "UNKNOWN"
+    if state != "UNKNOWN":
+        return state
+    # sacct has no record yet (just submitted) or never will (an array task
+    # cancelled before it started): slurmctld itself knows which.
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", record["job_id"], "-o", "%T"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "UNKNOWN"
+    if out.returncode == 0 and out.stdout.strip():
+        return out.stdout.split()[0].upper()
+    history = slurm_history(record)
+    return history[-1] if history else "VANISHED"
 
 
 def slurm_history(record: dict[str, Any]) -> list[str]:
