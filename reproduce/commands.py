@@ -128,7 +128,7 @@ def _profile_records(store, profile: str) -> dict[str, Any]:
 
 def cmd_status(args) -> int:
     profile, tables, runs = _plan(args)
-    uri = tracking.check(args.tracking_uri or _default_uri(args))
+    uri = tracking.check(_default_uri(args))
     cl = tracking.client(uri)
     mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
     records = _profile_records(_store(args.workdir), profile.name)
@@ -161,11 +161,8 @@ def cmd_status(args) -> int:
     return 0
 
 
-def _default_uri(args) -> str | None:
-    import os
-    if args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
-        return args.tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{(args.workdir / tracking.DEFAULT_DB).resolve()}"
+def _default_uri(args) -> str:
+    return tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
 
 
 # ---- run ------------------------------------------------------------------------------------------------

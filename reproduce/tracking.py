@@ -34,9 +34,9 @@ TAG_PROGRESS = "musu.progress"
 TAG_STATE = "musu.state"
 
 
-def resolve_uri(uri: str | None = None) -> str:
-    """Flag, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///<cwd>/mlruns.db`` (absolute,
-    so jobs started in other directories find the same store)."""
+def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
+    """Flag, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///<default_dir or cwd>/mlruns.db``
+    (absolute, so jobs started in other directories find the same store)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -44,7 +44,7 @@ def resolve_uri(uri: str | None = None) -> str:
             if not path.is_absolute():
                 return f"sqlite:///{path.resolve()}"
         return uri
-    return f"sqlite:///{Path.cwd().resolve() / DEFAULT_DB}"
+    return f"sqlite:///{Path(default_dir or Path.cwd()).resolve() / DEFAULT_DB}"
 
 
 def is_transient(exc: BaseException) -> bool:
