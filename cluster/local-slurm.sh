@@ -18,6 +18,16 @@ CONF_DIR="/etc/slurm"
 log() { echo "[local-slurm] $*" >&2; }
 need() { command -v "$1" >/dev/null || { log "error: $1 not found: run scripts/bootstrap.sh (installs slurm-wlm slurmdbd munge mariadb-server)"; exit 1; }; }
 
+# The daemons this script started, by their pid files: never by name, so a
+# test or a second SLURM on the machine is never hit by mistake.
+daemon_pid() {  # daemon_pid NAME: prints the pid of our running NAME, or fails
+    local f="$SCRATCH/$1.pid" pid
+    [ -s "$f" ] || return 1
+    pid="$(cat "$f")"
+    [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "$1" ] && echo "$pid"
+}
+running() { daemon_pid "$1" >/dev/null; }
+
 wait_for() {  # wait_for SECONDS CMD...
     local t="$1"; shift
     for _ in $(seq "$((t * 5))"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
@@ -100,7 +110,7 @@ CONF
     # Daemons started with an older configuration are restarted with this one.
     if ! cmp -s "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"; then
         mv "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"
-        if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
+        if running slurmctld || running slurmd; then
             log "configuration changed: restarting slurmctld and slurmd"
             stop
         fi
@@ -114,12 +124,12 @@ start() {
     start_munge
     start_mariadb
     write_configs
-    pgrep -x slurmdbd >/dev/null || slurmdbd
+    running slurmdbd || slurmdbd
     wait_for 30 sacctmgr -n list cluster || { log "error: slurmdbd did not answer; see $SCRATCH/log/slurmdbd.log"; exit 1; }
     sacctmgr -n list cluster format=cluster | grep -qw "$CLUSTER_NAME" || sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null
-    pgrep -x slurmctld >/dev/null || slurmctld
+    running slurmctld || slurmctld
     wait_for 30 scontrol ping || { log "error: slurmctld did not start; see $SCRATCH/log/slurmctld.log"; exit 1; }
-    pgrep -x slurmd >/dev/null || slurmd
+    running slurmd || slurmd
     wait_for 30 sh -c "sinfo -h -o %T | grep -Eq 'idle|mix|alloc'" || {
         scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
         wait_for 15 sh -c "sinfo -h -o %T | grep -Eq 'idle|mix|alloc'" || { log "error: node not idle; see $SCRATCH/log/slurmd.log"; exit 1; }
@@ -128,8 +138,11 @@ start() {
 }
 
 stop() {
-    for d in slurmd slurmctld slurmdbd; do pkill -x "$d" 2>/dev/null || true; done
-    for _ in $(seq 50); do pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break; sleep 0.2; done
+    local d pid
+    for d in slurmd slurmctld slurmdbd; do
+        pid="$(daemon_pid "$d")" && kill "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do running slurmd || running slurmctld || break; sleep 0.2; done
     log "stopped slurmd, slurmctld, slurmdbd (munged and MariaDB left running)"
 }
 

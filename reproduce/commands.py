@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -89,18 +90,52 @@ def state_of(run: Run, mlruns: list, record: dict | None) -> RunState:
             return RunState("queued", f"local job {job} waiting for a free slot")
         sstate = "ended"
     else:
-        sstate = slurm_state(record)
+        full_state = slurm_state(record)
+        sstate = full_state.split()[0]
         if sstate in PENDING_SLURM:
             earlier = [h.lower() for h in slurm_history(record)[:-1] if h not in ("PENDING", "RUNNING")]
             again = f" (requeued after {', '.join(earlier)}; it resumes from its last checkpoint)" if earlier else ""
             return RunState("queued", f"SLURM job {job} {sstate.lower()}{again}")
         if sstate in RUNNING_SLURM:
             return RunState("running", f"iter {progress} (SLURM job {job})")
-        sstate = sstate.lower()
+        sstate = full_state.lower()
+    own_error = latest is not None and latest.data.tags.get(tracking.TAG_STATE) in ("failed", "interrupted")
+    why = killed_by_system(record, sstate, own_error)
+    if why:
+        return RunState("killed", f"job {job} {why}; `reproduce run` submits it again, resuming from its last "
+                        "checkpoint")
     reason = latest.data.tags.get(tracking.TAG_ERROR, "") if latest is not None else ""
     reason = reason or job_log_tail(record)
     cause = f"job {job} {sstate}"
     return RunState("failed", f"{cause}: {_last_lines(reason)}" if reason else cause)
+
+
+# How a SLURM job ends when the system, not the run, stopped it.
+SYSTEM_ENDS = {"node_fail": "ended in NODE_FAIL", "boot_fail": "ended in BOOT_FAIL",
+               "preempted": "was preempted and not requeued", "deadline": "reached its deadline"}
+
+
+def killed_by_system(record: dict, end_state: str, own_error: bool) -> str:
+    """Why a job that ended without finishing its run was stopped by the system
+    (a dead node, a step SLURM killed while the node recovered, a cancel by
+    slurmctld), or "" when the run failed in its own code or its user cancelled
+    it. A job that died in its own code leaves an error: submitit's result
+    pickle, or the MLflow run's failed state. One killed from outside leaves
+    neither."""
+    from .executor import job_result_state, slurm_user_uid
+    if own_error:
+        return ""
+    state = end_state.split()[0].lower() if end_state else "ended"
+    if state in SYSTEM_ENDS:
+        return SYSTEM_ENDS[state]
+    if state == "cancelled":
+        by = end_state.split(" by ")[-1].strip() if " by " in end_state else ""
+        if not by or (by == slurm_user_uid() and by != str(os.getuid())):
+            return "was cancelled by SLURM itself"
+        return ""  # scancel by the user (or an admin)
+    if state in ("failed", "ended") and job_result_state(record) is None:
+        return "was killed before it could report (no result, no error in MLflow)"
+    return ""
 
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?.*$")
@@ -202,26 +237,42 @@ def cmd_run(args) -> int:
                   f"[bold]{profile.name}[/]: {len(finished)} finished, {len(attached)} already submitted "
                   f"(reattaching), {len(todo)} to submit to {cluster.name}")
     abs_data = dataset_options(profile, data_root)
-    payloads = []
-    for run in todo:
-        options = {**run.options, **abs_data}
-        payloads.append(dict(config_hash=run.config_hash, config=run.config_name, options=options,
-                             profile=profile.name, rows=[f"{t}/{r}" for t, r in run.rows], seed=run.seed,
-                             tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
-                             launcher="slurm" if gpus > 1 else "none",
-                             slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel))
-    submitted = submit(cluster, workdir / ".reproduce" / "submitit", payloads, gpus)
+    work = workdir / ".reproduce" / "submitit"
+
+    def payload(run: Run) -> dict:
+        return dict(config_hash=run.config_hash, config=run.config_name, options={**run.options, **abs_data},
+                    profile=profile.name, rows=[f"{t}/{r}" for t, r in run.rows], seed=run.seed,
+                    tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
+                    launcher="slurm" if gpus > 1 else "none",
+                    slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel)
+
+    def resubmit(again: list[Run], records: dict[str, Any]) -> None:
+        """Submit ``again`` (each counted against the cluster's ``max_requeues``)."""
+        submitted = submit(cluster, work, [payload(r) for r in again], gpus)
+        store.update({f"{profile.name}:{s.config_hash}": {
+            **s.record(), "resubmits": (records.get(s.config_hash) or {}).get("resubmits", 0) + 1}
+            for s in submitted})
+        for s in submitted:
+            console.print(f"resubmitted {s.config_hash} as {s.backend} job {s.job_id}: its job was killed by the "
+                          "system, it resumes from its last checkpoint")
+
+    submitted = submit(cluster, work, [payload(r) for r in todo], gpus)
     store.update({f"{profile.name}:{s.config_hash}": s.record() for s in submitted})
     for s in submitted:
         console.print(f"submitted {s.config_hash} as {s.backend} job {s.job_id}")
     if args.no_wait:
         console.print("submitted; follow with `reproduce status`, or `reproduce run` again to wait")
         return 0
-    return follow(runs, profile.name, cl, store, args.poll)
+    return follow(runs, profile.name, cl, store, args.poll, resubmit, cluster.max_requeues)
 
 
-def follow(runs: list[Run], profile: str, cl, store, poll: float) -> int:
-    """Wait for every run, printing each change of state; exit 1 if any failed."""
+def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None, max_requeues: int = 0) -> int:
+    """Wait for every run, printing each change of state; exit 1 if any failed.
+
+    A run whose job the system killed (``killed``: a node failure, a step
+    killed while its node recovered) is no failure of the run: it is submitted
+    again, resuming from its last checkpoint, up to ``max_requeues`` times.
+    """
     last: dict[str, str] = {}
     start = time.time()
     while True:
@@ -237,6 +288,12 @@ def follow(runs: list[Run], profile: str, cl, store, poll: float) -> int:
                 colour = {"finished": "green", "failed": "red", "running": "cyan"}.get(st.state, "yellow")
                 console.print(f"[{colour}]{run.config_hash}[/] {rows}: {line}")
                 last[run.config_hash] = line
+        killed = [r for r in runs if states[r.config_hash].state == "killed"]
+        again = [r for r in killed if (records.get(r.config_hash) or {}).get("resubmits", 0) < max_requeues]
+        if again and resubmit is not None:
+            resubmit(again, records)
+            time.sleep(poll)
+            continue
         active = [h for h, s in states.items() if s.state in ("running", "queued")]
         if not active:
             failed = [h for h, s in states.items() if s.state != "finished"]

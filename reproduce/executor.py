@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import subprocess
 import time
@@ -135,9 +136,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def slurm_state(record: dict[str, Any]) -> str:
-    """The job's state as sacct reports it (through submitit's watcher), e.g. ``PENDING``, ``CANCELLED``."""
-    state = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"]).state.upper()
-    state = state.split()[0] if state else "UNKNOWN"
+    """The job's state as sacct reports it (through submitit's watcher), e.g.
+    ``PENDING``, ``CANCELLED by 1000`` (the uid that asked for the cancel)."""
+    state = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"]).state.strip()
+    state = f"{state.split()[0].upper()} {' '.join(state.split()[1:])}".strip() if state else "UNKNOWN"
     if state != "UNKNOWN":
         return state
     # sacct has no record yet (just submitted) or never will (an array task
@@ -164,6 +166,33 @@ def slurm_history(record: dict[str, Any]) -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def job_result_state(record: dict[str, Any]) -> str | None:
+    """``success`` or ``error`` from the result submitit writes when the job's
+    own code returns or raises; None when the process was killed first."""
+    import pickle
+    path = submitit.core.utils.JobPaths(record.get("folder", ""), record.get("job_id")).result_pickle
+    try:
+        with open(path, "rb") as fh:
+            outcome = pickle.load(fh)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+        return None
+    return str(outcome[0]) if isinstance(outcome, tuple) and outcome else None
+
+
+@functools.lru_cache(maxsize=1)
+def slurm_user_uid() -> str:
+    """The uid slurmctld runs as (``SlurmUser = slurm(64030)``): a cancel
+    requested by it is SLURM's own, not a person's."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    for line in out.splitlines():
+        if line.split("=")[0].strip() == "SlurmUser" and "(" in line:
+            return line.rsplit("(", 1)[1].rstrip(") \n")
+    return ""
 
 
 def job_log_tail(record: dict[str, Any], lines: int = 8) -> str:

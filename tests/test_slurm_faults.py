@@ -3,7 +3,9 @@ time limits, with resume from the last checkpoint and nothing trained twice."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -148,10 +150,47 @@ def wait_status(work, sweeps, table, row_name, ok, timeout=180):
         time.sleep(2)
 
 
-def _kill_node():
-    """What a dying node does to its jobs: slurmd, the step daemons and the job's processes vanish."""
-    for pattern in (["-x", "slurmd"], ["-f", "slurmstepd"], ["-f", "submitit.core._submit"]):
-        subprocess.run(["pkill", "-9", *pattern])
+SLURM_SCRATCH = Path(os.environ.get("SLURM_SCRATCH", "/tmp/musu-slurm"))
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+def job_pids(job_id: str) -> set[int]:
+    """The job's own processes (``scontrol listpids``) and the step daemons that
+    hold them: what a node takes down with it, and nothing else on the machine."""
+    out = subprocess.run(["scontrol", "listpids", job_id], capture_output=True, text=True, check=True).stdout
+    pids = {int(line.split()[0]) for line in out.splitlines()[1:] if line.split() and line.split()[0].isdigit()}
+    for pid in list(pids):
+        try:
+            parent = _parent(pid)
+            while parent > 1 and _comm(parent) != "slurmstepd":
+                parent = _parent(parent)
+            if parent > 1:
+                pids.add(parent)
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+    return pids
+
+
+def _kill_node(job_id: str) -> None:
+    """What a dying node does to its jobs: slurmd, the job's step daemons and
+    processes vanish at once. Every pid is one the test's own cluster started:
+    slurmd from its pid file, the job's from SLURM."""
+    pids = job_pids(job_id)
+    assert pids, f"SLURM lists no process of job {job_id}"
+    slurmd = int((SLURM_SCRATCH / "slurmd.pid").read_text())
+    assert _comm(slurmd) == "slurmd"
+    for pid in [slurmd, *sorted(pids)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_node_failure_is_reported_then_the_job_resumes(tmp_path, slurm_cluster):
@@ -160,7 +199,7 @@ def test_node_failure_is_reported_then_the_job_resumes(tmp_path, slurm_cluster):
     run_cli(work, sweeps, "run", "one", "--cluster", slurm_cluster, "--no-wait")
     wait_progress(work, 6)
     rec = job_record(work)
-    _kill_node()
+    _kill_node(rec["job_id"])
     try:
         # slurmctld notices after SlurmdTimeout (30 s): NODE_FAIL, then SLURM requeues the job.
         deadline = time.time() + 180
@@ -197,3 +236,36 @@ def test_cancelled_row_is_reported_failed_and_resubmitted_alone(tmp_path, slurm_
     runs, _ = the_run(work)
     assert sorted(r.data.tags[tracking.TAG_ROW] for r in runs if r.info.status == "FINISHED") == ["hard", "soft"]
     assert len([r for r in runs if r.data.tags[tracking.TAG_ROW] == "soft"]) == 1, "soft was not trained again"
+
+
+def test_job_killed_by_the_system_is_resubmitted_while_following(tmp_path, slurm_cluster):
+    # What CI saw after a node failure: SLURM killed the requeued job's step
+    # (task 0: Killed), the job ended FAILED, and `run` called the row failed.
+    # The run's own code never failed, so `run` submits it again and it resumes.
+    sweeps = setup_sweeps(tmp_path, iters=24, ckpt=4)
+    work = tmp_path / "w"
+    work.mkdir()
+    cmd = [*REPRODUCE, "run", "one", "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(work),
+           "--cluster", slurm_cluster, "--poll", "1"]
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_progress(work, 8)
+        rec = job_record(work)
+        out = subprocess.run(["scontrol", "listpids", rec["job_id"]], capture_output=True, text=True,
+                             check=True).stdout
+        tasks = [int(f[0]) for f in (line.split() for line in out.splitlines()[1:]) if len(f) >= 3 and f[2] == "0"]
+        assert tasks, out
+        for pid in tasks:  # the step's own processes, as slurmstepd kills them
+            os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "killed: job" in stderr and "resubmitted" in stderr and "1/1 finished" in stderr, stderr[-3000:]
+    (run,), cl = the_run(work)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in cl.get_metric_history(run.info.run_id, "train/loss")]
+    assert max(steps) == 24
+    log = job_log(rec)
+    assert re.search(r"resumed epoch: 0, iter: [1-9]\d*", log), "the resubmitted job resumed from its checkpoint"
