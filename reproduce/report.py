@@ -255,8 +255,37 @@ def cmd_report(args) -> int:
         (args.output / "index.html").write_text(render(tables, "html", plots))
         print(args.output / "index.html")
         return 0
+    written = []
     for t in tables:
         path = args.output / f"{t.table.name}.{ext}"
         path.write_text(render([t], args.format, plots))
         print(path)
+        written.append(path)
+    if args.format == "tex":
+        compile_pdfs(written)
     return 0
+
+
+def compile_pdfs(texs: list[Path]) -> None:
+    """Each standalone .tex beside its PDF, when pdflatex is installed; one line
+    saying so otherwise (the main job needs no TeX: the .tex files are the report)."""
+    import shutil
+    import subprocess
+    if shutil.which("pdflatex") is None:
+        print("reproduce: pdflatex not found: .tex written, PDF skipped (install texlive-latex-recommended for PDFs)",
+              file=sys.stderr)
+        return
+    for tex in texs:
+        try:
+            out = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", tex.name], cwd=tex.parent,
+                                 capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            print(f"reproduce: pdflatex timed out on {tex}; .tex kept, PDF skipped", file=sys.stderr)
+            continue
+        for suffix in (".aux", ".log"):
+            tex.with_suffix(suffix).unlink(missing_ok=True)
+        if out.returncode == 0:
+            print(tex.with_suffix(".pdf"))
+        else:
+            first = next((ln for ln in out.stdout.splitlines() if ln.startswith("!")), "see pdflatex's output")
+            print(f"reproduce: pdflatex failed on {tex}: {first}; .tex kept, PDF skipped", file=sys.stderr)

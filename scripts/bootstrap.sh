@@ -1,64 +1,159 @@
 #!/usr/bin/env bash
 # Creates .venv/ in the repository root with everything the suite needs.
-# Idempotent: when pyproject.toml and this script are unchanged since the last
-# successful run, it returns in well under a second.
-#   BOOTSTRAP_QUIET=1   print only errors
-#   BOOTSTRAP_FORCE=1   redo every step
+# Idempotent: when nothing it depends on changed since its last successful
+# run, it returns in well under a second.
+#
+#   scripts/bootstrap.sh             the Python environment; mmcv's CUDA ops when a CUDA
+#                                    toolkit and a CUDA build of torch are found, else CPU ops
+#   scripts/bootstrap.sh --cuda      CUDA ops or a one-line error (no toolkit, CPU-only torch)
+#   scripts/bootstrap.sh --cpu       CPU ops even where CUDA is found
+#   scripts/bootstrap.sh --system    also the Debian packages the *tests* use (local SLURM,
+#                                    MariaDB, pdflatex, Chromium): installed as root, else skipped
+#                                    with one line. The main job needs none of them.
+# Environment:
+#   MUSU_TORCH            pip requirement for torch when .venv has none (default torch==2.13.0);
+#                         a torch already in .venv within mmdet 3.3's range is kept
+#   CUDA_HOME, TORCH_CUDA_ARCH_LIST   the toolkit and the architectures to build for
+#                         (default: the GPUs visible here, else 8.0;9.0 (+7.0 before CUDA 13))
+#   MUSU_WHEEL_CACHE      where built mmcv wheels are kept, one folder per build key
+#                         (default ~/.cache/musu-wheels)
+#   BOOTSTRAP_QUIET=1     print only errors;  BOOTSTRAP_FORCE=1  redo every step
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.bootstrap-stamp"
+MMCV=2.1.0
 say() { [ "${BOOTSTRAP_QUIET:-0}" = 1 ] || echo "[bootstrap] $*" >&2; }
+die() { echo "[bootstrap] error: $*" >&2; exit 2; }
+
+MODE=auto SYSTEM=0
+for arg in "$@"; do
+    case "$arg" in
+        --cuda) MODE=cuda ;;
+        --cpu) MODE=cpu ;;
+        --system) SYSTEM=1 ;;
+        *) die "unknown option $arg (use --cuda, --cpu or --system)" ;;
+    esac
+done
+
+# A CUDA toolkit: nvcc on PATH, or CUDA_HOME with bin/nvcc.
+NVCC=""
+if [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then NVCC="$CUDA_HOME/bin/nvcc"
+elif command -v nvcc >/dev/null; then NVCC="$(command -v nvcc)"; fi
+[ "$MODE" != cuda ] || [ -n "$NVCC" ] || die "--cuda: no CUDA toolkit found (nvcc not on PATH, CUDA_HOME unset); load your cluster's CUDA module or set CUDA_HOME, or drop --cuda for CPU ops"
 
 want="$(cat pyproject.toml scripts/bootstrap.sh scripts/system-packages.txt | sha256sum | cut -d' ' -f1)"
+want="$want $MODE $SYSTEM ${NVCC:-nonvcc} ${TORCH_CUDA_ARCH_LIST:-} ${MUSU_TORCH:-}"
 if [ "${BOOTSTRAP_FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     exit 0
 fi
 
-# --- Debian packages (SLURM, MariaDB, TeX, Chromium) ---------------------------------------
-missing=()
-while read -r pkg; do
-    [ -z "$pkg" ] || [ "${pkg#\#}" != "$pkg" ] && continue
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done < scripts/system-packages.txt
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then
-        echo "[bootstrap] error: Debian packages missing (${missing[*]}) and not root: run 'sudo apt-get install ${missing[*]}' and retry" >&2
-        exit 1
+# --- Debian packages: only for the tests (--system) ----------------------------------------------
+if [ "$SYSTEM" = 1 ]; then
+    missing=()
+    while read -r pkg; do
+        [ -z "$pkg" ] || [ "${pkg#\#}" != "$pkg" ] && continue
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done < scripts/system-packages.txt
+    if [ "${#missing[@]}" -gt 0 ]; then
+        SUDO=""
+        [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && SUDO="sudo"; } || SUDO="none"
+        if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null; then
+            echo "[bootstrap] skipped Debian packages ${missing[*]}: not root (or no apt-get); the tests that need the local SLURM cluster, pdflatex or Chromium are skipped" >&2
+        else
+            say "installing Debian packages for the tests: ${missing[*]}"
+            export DEBIAN_FRONTEND=noninteractive
+            $SUDO apt-get update -qq >/dev/null
+            $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        fi
     fi
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    say "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq >/dev/null
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # --- Python environment -------------------------------------------------------------------------
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip >/dev/null
-# The CPU wheel of torch 2.13.0 lies on this disk; an unpinned torch would pull CUDA.
-"${PIP[@]}" install torch==2.13.0 wheel ninja numpy packaging
+# torch: keep one already installed in mmdet 3.3's range (a cluster's own CUDA
+# build); otherwise the pinned default, whose CPU wheel lies on the CI machine.
+if ! "$VPY" - <<'EOF' 2>/dev/null
+import torch
+from packaging.version import Version
+v = Version(torch.__version__.split("+")[0])
+raise SystemExit(0 if Version("2.0") <= v < Version("2.14") else 1)
+EOF
+then
+    say "installing ${MUSU_TORCH:-torch==2.13.0}"
+    # shellcheck disable=SC2086
+    "${PIP[@]}" install ${MUSU_TORCH:-torch==2.13.0}
+fi
+"${PIP[@]}" install wheel ninja numpy packaging
 
-if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/null; then
-    # mmcv 2.1.0 ships only as source; its setup.py imports pkg_resources
-    # (gone from setuptools >= 70) and torch, hence the pinned setuptools and
-    # no build isolation. The built wheel is kept in $WHEELS (and pip's cache),
-    # so the 9-minute build happens once per machine.
-    WHEELS="${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}"
-    mkdir -p "$WHEELS"
-    if ! ls "$WHEELS"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
-        say "building mmcv 2.1.0 with CPU ops (about 9 minutes on 2 cores, once per machine)"
-        "${PIP[@]}" install 'setuptools<70' 2>/dev/null
-        MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$(nproc)" "${PIP[@]}" wheel --no-build-isolation --no-deps \
-            -w "$WHEELS" mmcv==2.1.0
+TORCH_CUDA="$("$VPY" -c 'import torch; print(torch.version.cuda or "")')"
+TORCH_VER="$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])')"
+if [ "$MODE" = cuda ] && [ -z "$TORCH_CUDA" ]; then
+    die "--cuda: torch $TORCH_VER in .venv is a CPU-only build; install a CUDA build of torch (MUSU_TORCH='torch==X --index-url ...') or drop --cuda"
+fi
+USE_CUDA=0
+if [ "$MODE" = cuda ] || { [ "$MODE" = auto ] && [ -n "$NVCC" ] && [ -n "$TORCH_CUDA" ]; }; then USE_CUDA=1; fi
+
+# The build key: what a wheel was built for. A wheel is reused only for the same key.
+PYTAG="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+if [ "$USE_CUDA" = 1 ]; then
+    export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$NVCC")")}"
+    NVCC_VER="$("$NVCC" --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')"
+    [ "${NVCC_VER%%.*}" = "${TORCH_CUDA%%.*}" ] || die "nvcc is CUDA $NVCC_VER but torch $TORCH_VER was built with CUDA $TORCH_CUDA; load a CUDA $TORCH_CUDA toolkit (the major versions must match)"
+    if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+        TORCH_CUDA_ARCH_LIST="$("$VPY" -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))' 2>/dev/null || true)"
+        if [ -z "$TORCH_CUDA_ARCH_LIST" ]; then
+            TORCH_CUDA_ARCH_LIST="8.0;9.0"
+            [ "${TORCH_CUDA%%.*}" -ge 13 ] || TORCH_CUDA_ARCH_LIST="7.0;8.0;9.0"
+        fi
     fi
-    "${PIP[@]}" install --no-deps "$WHEELS"/mmcv-2.1.0-*.whl
+    export TORCH_CUDA_ARCH_LIST
+    KEY="mmcv$MMCV-torch$TORCH_VER-cu$TORCH_CUDA-sm${TORCH_CUDA_ARCH_LIST//[;. ]/_}-$PYTAG"
+else
+    KEY="mmcv$MMCV-torch$TORCH_VER-cpu-$PYTAG"
+fi
+say "mmcv build key: $KEY"
+
+installed_key="$(cat "$VENV/.mmcv-build" 2>/dev/null || true)"
+if [ "$installed_key" != "$KEY" ] || ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV'" 2>/dev/null; then
+    WHEELS="${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}/$KEY"
+    mkdir -p "$WHEELS"
+    if ! ls "$WHEELS"/mmcv-$MMCV-*.whl >/dev/null 2>&1 && [ "$USE_CUDA" = 1 ]; then
+        # OpenMMLab's index has prebuilt CUDA wheels for older torch releases only.
+        index="https://download.openmmlab.com/mmcv/dist/cu${TORCH_CUDA//./}/torch${TORCH_VER%.*}.0/index.html"
+        "${PIP[@]}" download --no-deps --only-binary=:all: -d "$WHEELS" -f "$index" --timeout 30 "mmcv==$MMCV" \
+            >/dev/null 2>&1 && say "prebuilt mmcv $MMCV for torch $TORCH_VER / CUDA $TORCH_CUDA from OpenMMLab's index" \
+            || say "no prebuilt mmcv $MMCV for torch $TORCH_VER / CUDA $TORCH_CUDA: building from source"
+    fi
+    if ! ls "$WHEELS"/mmcv-$MMCV-*.whl >/dev/null 2>&1; then
+        # mmcv 2.1.0 ships only as source; its setup.py imports pkg_resources
+        # (gone from setuptools >= 70) and torch, hence the pinned setuptools
+        # and no build isolation. --no-cache-dir: pip's own wheel cache is
+        # keyed by the source alone and would hand back a wheel built for
+        # another torch, CUDA or architecture.
+        if [ "$USE_CUDA" = 1 ]; then
+            say "building mmcv $MMCV with CUDA $TORCH_CUDA ops for sm $TORCH_CUDA_ARCH_LIST (an hour or more on 2 cores; once per key)"
+        else
+            say "building mmcv $MMCV with CPU ops (about 9 minutes on 2 cores, once per key)"
+        fi
+        "${PIP[@]}" install 'setuptools<70' 2>/dev/null
+        MMCV_WITH_OPS=1 FORCE_CUDA="$USE_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel --no-cache-dir \
+            --no-build-isolation --no-deps -w "$WHEELS" "mmcv==$MMCV"
+    fi
+    "${PIP[@]}" install --no-deps --force-reinstall "$WHEELS"/mmcv-$MMCV-*.whl
+    echo "$KEY" > "$VENV/.mmcv-build"
 fi
 "${PIP[@]}" install -e ".[test]"
-"$VENV/bin/python" -c "import torch, mmcv.ops, mmdet, mmengine, musu.models" \
-    || { echo "[bootstrap] error: the environment does not import; rerun with BOOTSTRAP_FORCE=1" >&2; exit 1; }
+"$VPY" -c "import torch, mmcv.ops, mmdet, mmengine, musu.models" \
+    || die "the environment does not import; rerun with BOOTSTRAP_FORCE=1"
+if [ "$USE_CUDA" = 1 ]; then
+    "$VPY" -c "from mmcv.ops import get_compiling_cuda_version as v; assert v() != 'not available', v()" \
+        || die "mmcv's ops were built without CUDA (key $KEY); remove $WHEELS and rerun with --cuda"
+fi
 echo "$want" > "$STAMP"
-say "ready: $VENV"
+say "ready: $VENV ($KEY)"
