@@ -3,6 +3,8 @@
     reproduce plan TABLE|all [--profile P] [--json]
     reproduce run TABLE|all [--profile P] [--cluster NAME] [--no-wait]
     reproduce status [TABLE]
+    reproduce check TABLE|all [--profile P] [--cluster NAME]
+    reproduce server start|stop|status [--backend-store-uri URI] [--artifacts DIR]
     reproduce report TABLE|all [--format md|tex|html|json] [--paper] [-o DIR]
 
 Bad input ends with one line on stderr and exit status 2; nothing already
@@ -48,6 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tables", nargs="?", default="all")
     _common(p)
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("check", help="run the jobs' preflight (mmcv ops on the device, data, weights, tracking) "
+                                     "before spending GPU-hours")
+    p.add_argument("tables")
+    _common(p)
+    p.add_argument("--cluster", default="local", help="cluster profile; local runs the checks in this process")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("server", help="an MLflow tracking server with a database backend, for jobs on many nodes")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--workdir", type=Path, default=Path.cwd(), help="where its pid file and log live (default: .)")
+    p.add_argument("--backend-store-uri", default=os.environ.get("MUSU_MLFLOW_BACKEND", ""),
+                   help="database for runs: mysql+pymysql://USER:PASS@HOST/DB or postgresql://... "
+                        "(default: $MUSU_MLFLOW_BACKEND; cluster/mlflow-db.sh makes a local MariaDB one)")
+    p.add_argument("--artifacts", type=Path, default=None, help="shared artifacts folder (default: WORKDIR/mlartifacts)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; the nodes' network "
+                                                       "interface on a cluster)")
+    p.add_argument("--port", type=int, default=5000)
     p = sub.add_parser("report", help="compile tables from MLflow beside the paper's numbers")
     p.add_argument("tables")
     _common(p)
@@ -74,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             from .commands import cmd_status
             return cmd_status(args)
+        if args.command == "server":
+            from .server import cmd_server
+            if args.action == "start" and not args.backend_store_uri:
+                raise UserError("no database for the server's runs",
+                                hint="pass --backend-store-uri or set MUSU_MLFLOW_BACKEND "
+                                     "(cluster/mlflow-db.sh creates a MariaDB one on this machine)")
+            return cmd_server(args)
+        if args.command == "check":
+            from .check import cmd_check
+            return cmd_check(args)
         if args.command == "report":
             from .report import cmd_report
             return cmd_report(args)

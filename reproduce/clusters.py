@@ -16,7 +16,8 @@ from .errors import UserError
 
 CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
 KEYS = {"name", "partition", "account", "qos", "gpus_per_node", "nodes", "cpus_per_task", "mem_gb", "time_min",
-        "array_parallelism", "max_requeues", "signal_delay_s", "sbatch_extra", "setup", "description"}
+        "array_parallelism", "max_requeues", "signal_delay_s", "sbatch_extra", "setup", "description",
+        "weights_cache"}
 
 
 @dataclass
@@ -38,7 +39,14 @@ class Cluster:
     sbatch_extra: dict[str, Any] = field(default_factory=dict)
     setup: list[str] = field(default_factory=list)
     description: str = ""
+    # Where `reproduce run` puts the pretrained weights the jobs read (a
+    # TORCH_HOME: hub/checkpoints/<file>); a folder every compute node sees.
+    # Default: WORKDIR/.reproduce/weights.
+    weights_cache: str | None = None
     file: str | None = None
+
+    def torch_home(self, workdir: Path) -> Path:
+        return Path(self.weights_cache).expanduser() if self.weights_cache else workdir / ".reproduce" / "weights"
 
     @property
     def is_local(self) -> bool:
@@ -72,6 +80,8 @@ def load_cluster(name: str, cluster_dir: Path = CLUSTER_DIR) -> Cluster:
         if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 0):
             raise UserError(f"must be an integer >= 0, got {data[key]!r}", file=str(path), field=key)
     data["name"] = data.get("name", path.stem)
+    if data.get("weights_cache") is not None and not isinstance(data["weights_cache"], str):
+        raise UserError("expected a folder path", file=str(path), field="weights_cache")
     if not isinstance(data.get("sbatch_extra", {}), dict):
         raise UserError("expected a mapping of sbatch option to value", file=str(path), field="sbatch_extra")
     return Cluster(**data, file=str(path))

@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from . import tracking
 from .errors import UserError
 from .plan import Planner, Run, dataset_options
 from .profiles import load_profile
+from .weights import prefetch, pretrained
 from .spec import SWEEPS_DIR, load_tables
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -187,13 +189,18 @@ def cmd_status(args) -> int:
                 out.add_row(row.name, "-", "reference", "paper row, not trained")
                 continue
             run, st = by_row[(table.name, row.name)]
-            out.add_row(row.name, run.config_hash, st.state, st.detail)
+            out.add_row(escape(row.name), run.config_hash, st.state, escape(st.detail))
         Console(highlight=False, width=160).print(out)
     counts = {}
     for st in states.values():
         counts[st.state] = counts.get(st.state, 0) + 1
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return 0
+
+
+def local_gpus() -> int:
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _default_uri(args) -> str:
@@ -214,9 +221,12 @@ def cmd_run(args) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     uri = tracking.check(_default_uri(args))
     gpus = profile.gpus
-    if cluster.is_local and gpus > 1:
-        raise UserError(f"profile {profile.name!r} trains on {gpus} GPUs per run; --cluster local runs one process",
-                        hint="use a SLURM cluster profile, or a profile with gpus: 0 or 1")
+    if cluster.is_local and profile.processes > 1:
+        raise UserError(f"profile {profile.name!r} trains each run in {profile.processes} processes; --cluster local "
+                        "runs one", hint="use a SLURM cluster profile, or a profile with one process per run")
+    if cluster.is_local and gpus and gpus > local_gpus():
+        raise UserError(f"profile {profile.name!r} trains each run on {gpus} GPU(s) and this machine has "
+                        f"{local_gpus()}", hint="use a cluster profile with GPUs, or a profile with gpus: 0")
     check_against_slurm(cluster, gpus)
     data_root = datasets.prepare(profile, workdir)
     cl = tracking.client(uri)
@@ -237,18 +247,25 @@ def cmd_run(args) -> int:
                   f"[bold]{profile.name}[/]: {len(finished)} finished, {len(attached)} already submitted "
                   f"(reattaching), {len(todo)} to submit to {cluster.name}")
     abs_data = dataset_options(profile, data_root)
+    # Compute nodes may have no internet: every weight file the runs to submit
+    # name is fetched here, now; the jobs read this cache and never download.
+    torch_home = cluster.torch_home(workdir)
+    planner = Planner(profile)
+    prefetch([name for run in todo for name in pretrained(planner.resolve(run.config_name, run.options))],
+             torch_home)
     work = workdir / ".reproduce" / "submitit"
 
     def payload(run: Run) -> dict:
         return dict(config_hash=run.config_hash, config=run.config_name, options={**run.options, **abs_data},
                     profile=profile.name, rows=[f"{t}/{r}" for t, r in run.rows], seed=run.seed,
                     tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
-                    launcher="slurm" if gpus > 1 else "none",
+                    launcher="slurm" if profile.processes > 1 else "none", gpus=gpus,
+                    processes=profile.processes, torch_home=str(torch_home),
                     slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel)
 
     def resubmit(again: list[Run], records: dict[str, Any]) -> None:
         """Submit ``again`` (each counted against the cluster's ``max_requeues``)."""
-        submitted = submit(cluster, work, [payload(r) for r in again], gpus)
+        submitted = submit(cluster, work, [payload(r) for r in again], gpus, profile.processes)
         store.update({f"{profile.name}:{s.config_hash}": {
             **s.record(), "resubmits": (records.get(s.config_hash) or {}).get("resubmits", 0) + 1}
             for s in submitted})
@@ -256,7 +273,7 @@ def cmd_run(args) -> int:
             console.print(f"resubmitted {s.config_hash} as {s.backend} job {s.job_id}: its job was killed by the "
                           "system, it resumes from its last checkpoint")
 
-    submitted = submit(cluster, work, [payload(r) for r in todo], gpus)
+    submitted = submit(cluster, work, [payload(r) for r in todo], gpus, profile.processes)
     store.update({f"{profile.name}:{s.config_hash}": s.record() for s in submitted})
     for s in submitted:
         console.print(f"submitted {s.config_hash} as {s.backend} job {s.job_id}")
@@ -286,7 +303,7 @@ def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None,
             if last.get(run.config_hash) != line:
                 rows = ", ".join(f"{t}/{r}" for t, r in run.rows[:3]) + (" ..." if len(run.rows) > 3 else "")
                 colour = {"finished": "green", "failed": "red", "running": "cyan"}.get(st.state, "yellow")
-                console.print(f"[{colour}]{run.config_hash}[/] {rows}: {line}")
+                console.print(f"[{colour}]{run.config_hash}[/] {escape(rows)}: {escape(line)}")
                 last[run.config_hash] = line
         killed = [r for r in runs if states[r.config_hash].state == "killed"]
         again = [r for r in killed if (records.get(r.config_hash) or {}).get("resubmits", 0) < max_requeues]

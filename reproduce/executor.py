@@ -66,8 +66,8 @@ class LocalSlotJob(TrainJob):
         return submitit.helpers.DelayedSubmission(LocalSlotJob(), payload)
 
 
-def make_executor(cluster: Cluster, folder: Path, gpus: int):
-    """A submitit executor for one run's resources."""
+def make_executor(cluster: Cluster, folder: Path, gpus: int, processes: int | None = None):
+    """A submitit executor for one run's resources: ``processes`` tasks (one per GPU by default)."""
     folder = Path(folder)
     if cluster.is_local:
         ex = submitit.LocalExecutor(folder=folder / "local", max_num_timeout=cluster.max_requeues)
@@ -81,7 +81,7 @@ def make_executor(cluster: Cluster, folder: Path, gpus: int):
         extra["account"] = cluster.account
     if cluster.qos:
         extra["qos"] = cluster.qos
-    tasks = max(gpus, 1)
+    tasks = processes or max(gpus, 1)
     params: dict[str, Any] = dict(timeout_min=cluster.time_min, nodes=cluster.nodes, tasks_per_node=tasks,
                                   cpus_per_task=cluster.cpus_per_task, mem_gb=cluster.mem_gb,
                                   slurm_array_parallelism=cluster.array_parallelism, name="musu",
@@ -109,11 +109,12 @@ class Submitted:
         return dict(backend=self.backend, job_id=self.job_id, folder=self.folder, submitted=time.time())
 
 
-def submit(cluster: Cluster, folder: Path, payloads: list[dict], gpus: int) -> list[Submitted]:
-    """One job per payload: a SLURM array (one task a row) or local controllers."""
+def submit(cluster: Cluster, folder: Path, payloads: list[dict], gpus: int, processes: int | None = None
+           ) -> list[Submitted]:
+    """One job per payload: a SLURM array (one array task a row, ``processes`` tasks each) or local controllers."""
     if not payloads:
         return []
-    ex = make_executor(cluster, folder, gpus)
+    ex = make_executor(cluster, folder, gpus, processes)
     fn = LocalSlotJob() if cluster.is_local else TrainJob()
     if cluster.is_local:
         jobs = [ex.submit(fn, p) for p in payloads]

@@ -19,7 +19,7 @@ from typing import Any
 
 import submitit
 
-from . import tracking
+from . import preflight, tracking
 from .tracking import retry
 
 COCO_KEYS = {"coco/bbox_mAP": "AP", "coco/bbox_mAP_50": "AP50", "coco/bbox_mAP_75": "AP75",
@@ -116,26 +116,43 @@ def _log_params(cl, run_id: str, resolved: dict) -> None:
         retry(lambda: cl.log_batch(run_id, params=params[i:i + 100]))
 
 
+FPS_IMAGES, FPS_WARMUP = 200, 10
+
+
 def _measure(runner, cfg) -> dict[str, float]:
-    """Table 7's columns for the trained model: params (M), FLOPs (G) at 1333x800, FPS."""
+    """Table 7's columns for the trained model: params (M), FLOPs (G) at 1333x800,
+    and FPS as the paper measured it: batch 1, after a warm-up, CUDA
+    synchronised around each image, over ``FPS_IMAGES`` images (the validation
+    set cycled if smaller), on this job's own device."""
     import torch
 
     from musu.complexity import complexity
     model = runner.model.module if hasattr(runner.model, "module") else runner.model
     out = complexity(model, (1333, 800))
-    loader = runner.val_dataloader
+    # A plain loader over the validation set: mmengine's samplers synchronise
+    # a seed across ranks, and the other ranks of a DDP run have left by now.
+    from mmengine.dataset import pseudo_collate
+    loader = torch.utils.data.DataLoader(runner.val_dataloader.dataset, batch_size=1, shuffle=False,
+                                         collate_fn=pseudo_collate, num_workers=0)
+    device = next(model.parameters()).device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     model.eval()
-    times, n = 0.0, 0
+    seen, n, timed = 0, 0, 0.0
     with torch.no_grad():
-        for i, batch in enumerate(loader):
-            start = time.perf_counter()
-            model.test_step(batch)
-            if i >= 1:  # the first batch warms up
-                times += time.perf_counter() - start
-                n += len(batch["inputs"])
-            if i >= 20:
-                break
-    out["fps"] = n / times if times > 0 else float("nan")
+        while n < FPS_IMAGES:
+            for batch in loader:
+                sync()
+                start = time.perf_counter()
+                model.test_step(batch)
+                sync()
+                seen += 1
+                if seen > FPS_WARMUP:
+                    timed += time.perf_counter() - start
+                    n += 1
+                if n >= FPS_IMAGES:
+                    break
+    out["fps"] = n / timed if timed > 0 else float("nan")
+    out["fps_images"] = float(n)
     return out
 
 
@@ -146,7 +163,9 @@ def _resume_decision(work_dir: Path, rank: int, timeout: float = 600.0) -> bool:
     verdict = work_dir / f".resume-{attempt}"
     if rank == 0:
         decision = has_checkpoint(work_dir)
-        verdict.write_text("1" if decision else "0")
+        tmp = verdict.with_name(verdict.name + ".tmp")
+        tmp.write_text("1" if decision else "0")
+        os.replace(tmp, verdict)  # atomic: a waiting rank never reads a half-written verdict
         return decision
     deadline = time.time() + timeout
     while not verdict.exists():
@@ -156,11 +175,55 @@ def _resume_decision(work_dir: Path, rank: int, timeout: float = 600.0) -> bool:
     return verdict.read_text() == "1"
 
 
+def setup_distributed(payload: dict, cfg) -> int:
+    """DDP inside one SLURM job, one task per process; returns the world size.
+
+    MASTER_PORT comes from the job id, so two jobs on one node never share a
+    port. On GPUs mmengine's ``slurm`` launcher starts NCCL; its launchers pin
+    a CUDA device, so on CPU the gloo group is started here and DDP is told to
+    use no device ids.
+    """
+    if payload.get("launcher") != "slurm":
+        return 1
+    import torch
+    os.environ["MASTER_PORT"] = str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)
+    world = int(os.environ.get("SLURM_NTASKS", "1"))
+    if torch.cuda.is_available() or torch.distributed.is_initialized():
+        return world
+    node = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_NODELIST"]], capture_output=True,
+                          text=True, timeout=60).stdout.split()
+    os.environ.setdefault("MASTER_ADDR", node[0] if node else "127.0.0.1")
+    os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=str(world),
+                      LOCAL_RANK=os.environ.get("SLURM_LOCALID", "0"))
+    torch.distributed.init_process_group("gloo")
+    cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                 find_unused_parameters=False)
+    return world
+
+
+def _start_hook_cls():
+    from mmengine.hooks import Hook
+
+    class AttemptStartHook(Hook):
+        """Every rank says where it starts (mmengine's logger speaks for rank 0 only)."""
+
+        def __init__(self, rank: int, world: int) -> None:
+            self.rank, self.world = rank, world
+
+        def before_train(self, runner) -> None:
+            print(f"[reproduce] rank {self.rank}/{self.world} starts at iter {runner.iter} "
+                  f"(MASTER_PORT={os.environ.get('MASTER_PORT', '-')})", flush=True)
+
+    return AttemptStartHook
+
+
 def run_training(payload: dict) -> dict:
     """Train one run end to end; returns its final metrics. Safe to call again after a kill."""
     from musu.train import load_config, make_runner
 
     rank = slurm_rank()
+    if payload.get("torch_home"):  # the weights cache `reproduce run` filled: jobs never download
+        os.environ["TORCH_HOME"] = payload["torch_home"]
     uri = payload["tracking_uri"]
     cl = tracking.client(uri)
     # A job SLURM requeues after it already finished (a requeue racing the
@@ -180,6 +243,15 @@ def run_training(payload: dict) -> dict:
             else:
                 retry(lambda: cl.set_tag(run_id, tracking.TAG_PID, str(os.getpid())))
         cfg = load_config(payload["config"], payload["options"])
+        # Everything the config needs, on this job's device, before the first
+        # iteration: a CPU-only mmcv fails here in seconds, not at the first
+        # evaluation after 90k iterations.
+        checks = preflight.require(cfg, gpus=int(payload.get("gpus", 0)))
+        if rank == 0:
+            from mlflow.entities import RunTag
+            tags = [RunTag(tracking.TAG_DEVICE, checks[0].detail),
+                    RunTag(tracking.TAG_PREFLIGHT, "; ".join(c.line() for c in checks))]
+            retry(lambda: cl.log_batch(run_id, tags=tags))
         work_dir = Path(payload["work_dir"])
         work_dir.mkdir(parents=True, exist_ok=True)
         resolved_path = work_dir / "resolved_config.py"
@@ -188,8 +260,13 @@ def run_training(payload: dict) -> dict:
             _log_params(cl, run_id, cfg.to_dict())
             retry(lambda: cl.log_artifact(run_id, str(resolved_path)))
         cfg.val_evaluator["outfile_prefix"] = str(work_dir / "coco_eval")
+        world = setup_distributed(payload, cfg)
+        if rank == 0:
+            batch = world * int(cfg.train_dataloader.batch_size)
+            retry(lambda: cl.log_param(run_id, "effective_batch_size", str(batch)))
         runner, capture = make_runner(cfg, work_dir, resume=_resume_decision(work_dir, rank),
                                       launcher=payload.get("launcher", "none"))
+        runner.register_hook(_start_hook_cls()(rank, world))
         if rank == 0:
             interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
             runner.register_hook(_mlflow_hook_cls()(cl, run_id, interval))

@@ -85,6 +85,8 @@ def dataset_options(profile: Profile, data_root: Path | None = None) -> dict[str
         opts[f"{ev}.ann_file"] = root + ds["val_ann"]
     if profile.gpus:
         opts["train_dataloader.batch_size"] = profile.images_per_gpu
+    if profile.processes > 1:  # the effective batch is processes x images per process
+        opts["world_size"] = profile.processes
     return opts
 
 
@@ -120,7 +122,13 @@ class Planner:
 
     def resolve(self, config_name: str, options: dict[str, Any]):
         cfg = copy.deepcopy(self._base(config_name))
-        cfg.merge_from_dict(copy.deepcopy(options))
+        try:
+            cfg.merge_from_dict(copy.deepcopy(options))
+        except (TypeError, KeyError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"the overrides do not merge into config {config_name}: {first[:300]}",
+                            file=self.profile.file, field="cfg_options",
+                            hint="a dict replacing a non-dict value needs _delete_: true") from None
         return cfg
 
     def plan(self, tables: list[Table]) -> list[Run]:

@@ -16,7 +16,8 @@ import yaml
 from .errors import UserError
 from .spec import SWEEPS_DIR
 
-PROFILE_KEYS = {"name", "description", "dataset", "gpus", "images_per_gpu", "configs", "cfg_options", "cost",
+PROFILE_KEYS = {"name", "description", "dataset", "gpus", "processes", "images_per_gpu", "configs", "cfg_options",
+                "cost",
                 "patches"}
 DATASET_KEYS = {"type", "root", "train_ann", "val_ann", "train_img", "val_img", "generate"}
 
@@ -34,6 +35,8 @@ class Profile:
     dataset: dict[str, Any]
     gpus: int
     images_per_gpu: int
+    # Training processes per run (DDP): one per GPU, or N on CPU (gloo) with gpus: 0.
+    processes: int
     configs: dict[str, ConfigChoice]
     cfg_options: dict[str, Any]
     patches: dict[str, dict[str, Any]]
@@ -93,6 +96,12 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
     gpus = data.get("gpus", 0)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
         raise UserError(f"must be an integer >= 0, got {gpus!r}", file=file, field="gpus")
+    processes = data.get("processes", max(gpus, 1))
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise UserError(f"must be an integer >= 1, got {processes!r}", file=file, field="processes")
+    if gpus and processes != gpus:
+        raise UserError(f"a run on {gpus} GPU(s) runs one process per GPU, got processes: {processes}", file=file,
+                        field="processes", hint=f"drop processes, or set it to {gpus}")
     ipg = data.get("images_per_gpu", 2)
     if isinstance(ipg, bool) or not isinstance(ipg, int) or ipg < 1:
         raise UserError(f"must be an integer >= 1, got {ipg!r}", file=file, field="images_per_gpu")
@@ -120,5 +129,5 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
     if not isinstance(cost, dict):
         raise UserError("expected a mapping", file=file, field="cost")
     return Profile(name=data.get("name", name), description=str(data.get("description", "")), dataset=ds,
-                   gpus=gpus, images_per_gpu=ipg, configs=configs, cfg_options=cfg_options, patches=patches,
+                   gpus=gpus, images_per_gpu=ipg, processes=processes, configs=configs, cfg_options=cfg_options, patches=patches,
                    cost=cost, file=file)

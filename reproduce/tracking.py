@@ -32,6 +32,8 @@ TAG_PID = "local.pid"
 TAG_COMMIT = "git.commit"
 TAG_PROGRESS = "musu.progress"
 TAG_STATE = "musu.state"
+TAG_DEVICE = "musu.device"
+TAG_PREFLIGHT = "musu.preflight"
 
 
 def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
@@ -45,6 +47,20 @@ def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
                 return f"sqlite:///{path.resolve()}"
         return uri
     return f"sqlite:///{Path(default_dir or Path.cwd()).resolve() / DEFAULT_DB}"
+
+
+def redact(uri: str) -> str:
+    """A URI fit to print or log: ``http://user:secret@host`` -> ``http://user:***@host``."""
+    from urllib.parse import urlsplit, urlunsplit
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -73,21 +89,28 @@ def client(uri: str | None = None):
 def check(uri: str | None = None, timeout: float = 10.0) -> str:
     """Fail early, on one line, when the store cannot be used."""
     uri = resolve_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
     if uri.startswith("sqlite:///"):
         parent = Path(uri[len("sqlite:///"):]).parent
         if not parent.is_dir():
             raise UserError(f"the MLflow store's folder {parent} does not exist",
                             hint="create it or pass --tracking-uri sqlite:///PATH/mlruns.db")
+    # Answer fast here, but only here: the jobs this process submits inherit
+    # its environment and must keep MLflow's own retries for a server's hiccups.
+    fast = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+    saved = {k: os.environ.get(k) for k in fast}
+    if uri.startswith(("http://", "https://")):
+        os.environ.update({k: v for k, v in fast.items() if saved[k] is None})
     try:
         retry(lambda: client(uri).search_experiments(max_results=1))
     except Exception as exc:  # noqa: BLE001 - any failure here is the user's to fix
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"MLflow tracking store {uri} cannot be reached: {first[:200]}",
+        raise UserError(f"MLflow tracking store {redact(uri)} cannot be reached: {redact(first[:200])}",
                         hint="start the server, or pass --tracking-uri / set MLFLOW_TRACKING_URI to a reachable "
                              "store (default: sqlite:///mlruns.db here); nothing was submitted") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
     return uri
 
 

@@ -44,6 +44,16 @@ cost:
 """
 
 
+ONE_ROW = """\
+table: one
+title: one MuSu run
+columns: [AP, AP50, AP75]
+defaults: {method: musu, backbone: r50, schedule: 1x}
+rows:
+  - {name: musu, label: MuSu}
+"""
+
+
 def make_sweeps(tmp_path: Path, iters: int = 8, ckpt: int = 4) -> Path:
     """The suite's specs plus the tiny `ci` profile, in a folder of the test's own."""
     sweeps = tmp_path / "sweeps"
@@ -51,6 +61,7 @@ def make_sweeps(tmp_path: Path, iters: int = 8, ckpt: int = 4) -> Path:
     text = CI_PROFILE.replace("ITERS", str(iters)).replace("CKPT", str(ckpt))
     text = text.replace("train_pipeline_size: 128\n", "")
     (sweeps / "profiles" / "ci.yaml").write_text(text)
+    (sweeps / "one.yaml").write_text(ONE_ROW)  # a table of one MuSu row
     return sweeps
 
 

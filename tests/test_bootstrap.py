@@ -14,14 +14,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 USER = "musu-nonroot"
-ONE_ROW = """\
-table: one
-title: one MuSu run
-columns: [AP, AP50, AP75]
-defaults: {method: musu, backbone: r50, schedule: 1x}
-rows:
-  - {name: musu, label: MuSu}
-"""
 
 
 def test_cuda_without_a_toolkit_fails_on_one_line(tmp_path):
@@ -58,7 +50,6 @@ def test_main_job_and_reports_run_as_an_ordinary_user():
         from conftest import make_sweeps
         make_sweeps(base / "spec", iters=4, ckpt=2)
         shutil.copytree(base / "spec" / "sweeps", sweeps)
-        (sweeps / "one.yaml").write_text(ONE_ROW)
         subprocess.run(["chown", "-R", f"{USER}:{USER}", str(base)], check=True)
         env = dict(HOME=str(base / "home"), MUSU_WHEEL_CACHE=str(wheels), PATH="/usr/local/bin:/usr/bin:/bin",
                    XDG_CACHE_HOME=str(base / "home" / ".cache"))

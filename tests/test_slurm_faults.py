@@ -17,20 +17,11 @@ from reproduce import tracking
 
 pytestmark = pytest.mark.slow
 REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
-ONE_ROW = """\
-table: one
-title: one MuSu run
-columns: [AP, AP50, AP75]
-defaults: {method: musu, backbone: r50, schedule: 1x}
-rows:
-  - {name: musu, label: MuSu}
-"""
 
 
 def setup_sweeps(tmp_path, iters, ckpt):
     from conftest import make_sweeps
     sweeps = make_sweeps(tmp_path / "spec", iters=iters, ckpt=ckpt)
-    (sweeps / "one.yaml").write_text(ONE_ROW)
     return sweeps
 
 
@@ -269,3 +260,40 @@ def test_job_killed_by_the_system_is_resubmitted_while_following(tmp_path, slurm
     assert max(steps) == 24
     log = job_log(rec)
     assert re.search(r"resumed epoch: 0, iter: [1-9]\d*", log), "the resubmitted job resumed from its checkpoint"
+
+
+def test_two_process_ddp_run_trains_resumes_together_and_logs_once(tmp_path, slurm_cluster):
+    # Two processes per run (gloo on CPU) inside one SLURM job, through
+    # mmengine's SLURM launcher path: they train and evaluate, rank 0 alone
+    # logs, and after a requeue both ranks resume from the same iteration.
+    sweeps = setup_sweeps(tmp_path, iters=40, ckpt=4)
+    profile = sweeps / "profiles" / "ci.yaml"
+    profile.write_text(profile.read_text().replace("gpus: 0\n", "gpus: 0\nprocesses: 2\n"))
+    work = tmp_path / "w"
+    run_cli(work, sweeps, "run", "one", "--cluster", slurm_cluster, "--no-wait")
+    reached = wait_progress(work, 10)
+    rec = job_record(work)
+    subprocess.run(["scontrol", "requeue", rec["job_id"]], check=True)
+    out = run_cli(work, sweeps, "run", "one", "--cluster", slurm_cluster, "--poll", "1")
+    assert "1/1 finished" in out.stderr
+    (run,), cl = the_run(work)
+    assert run.info.status == "FINISHED" and 0 <= run.data.metrics["AP"] <= 100
+    assert run.data.params["effective_batch_size"] == "4"  # 2 processes x 2 images
+    log = job_log(rec)
+    starts = re.findall(r"\[reproduce\] rank (\d)/2 starts at iter (\d+) \(MASTER_PORT=(\d+)\)", log)
+    first = [int(it) for rank, it, _ in starts if int(it) == 0]
+    later = {}
+    for rank, it, _ in starts:
+        if int(it) > 0:
+            later.setdefault(int(it), set()).add(int(rank))
+    assert len(first) == 2, starts
+    assert later and all(ranks == {0, 1} for ranks in later.values()), starts  # both ranks, one iteration
+    (resumed,) = later
+    assert resumed % 4 == 0 and reached - 4 <= resumed < 40, (resumed, reached)
+    raw = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobIDRaw", "-j", rec["job_id"]], capture_output=True,
+                         text=True).stdout.split()[0]  # an array task's own job id
+    assert {int(p) for _, _, p in starts} == {20000 + int(raw) % 20000}, (starts, raw)
+    steps = [m.step for m in cl.get_metric_history(run.info.run_id, "train/loss")]
+    before = [s for s in steps if s <= resumed]
+    assert len(before) == len(set(before)), "rank 1 logged too, or an iteration was trained twice"
+    assert max(steps) == 40

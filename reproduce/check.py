@@ -1,0 +1,118 @@
+"""``reproduce check``: the jobs' preflight, run before any GPU-hour is spent.
+
+Locally (``--cluster local``) the checks run in this process on this
+machine's device. On a SLURM cluster they run as one short job with one task
+per GPU, as a real run would, so a CPU-only mmcv, an unreadable dataset or a
+missing weight file on the compute nodes shows up in a minute instead of at
+the first evaluation.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from . import preflight, tracking, weights
+from .errors import UserError
+
+
+def _distinct(planner, runs, abs_data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One (config, options) per set of needs: 26 paper runs share a handful."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        options = {**run.options, **abs_data}
+        cfg = planner.resolve(run.config_name, options)
+        key = json.dumps([preflight._uses_dcn(cfg), preflight._uses_mmcv_focal_loss(cfg), weights.pretrained(cfg)])
+        entry = out.setdefault(key, dict(config=run.config_name, options=options, runs=[]))
+        entry["runs"].append(run.config_hash)
+    return out
+
+
+def check_task(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run in each task of the check job (and locally): every distinct config's checks on this task's device."""
+    import os
+
+    from musu.train import load_config
+    if payload.get("torch_home"):
+        os.environ["TORCH_HOME"] = payload["torch_home"]
+    rows = []
+    device = preflight.job_device()
+    for entry in payload["configs"]:
+        cfg = load_config(entry["config"], entry["options"])
+        for c in preflight.run_checks(cfg, device=device, gpus=payload["gpus"],
+                                      tracking_uri=payload["tracking_uri"]):
+            rows.append(dict(task=_task_id(), device=device, config=entry["config"], runs=len(entry["runs"]),
+                             **c.to_json()))
+    return rows
+
+
+def _task_id() -> int:
+    import os
+    return int(os.environ.get("SLURM_PROCID", "0"))
+
+
+def cmd_check(args) -> int:
+    from . import datasets
+    from .clusters import check_against_slurm, load_cluster
+    from .commands import _default_uri, _plan, local_gpus
+    from .plan import Planner, dataset_options
+
+    profile, tables, runs = _plan(args)
+    cluster = load_cluster(args.cluster)
+    if cluster.is_local and profile.gpus and profile.gpus > local_gpus():
+        raise UserError(f"profile {profile.name!r} trains each run on {profile.gpus} GPU(s) and this machine has "
+                        f"{local_gpus()}", hint="check on the cluster with --cluster NAME, or pick a profile "
+                        "with gpus: 0")
+    check_against_slurm(cluster, profile.gpus)
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    uri = tracking.check(_default_uri(args))
+    data_root = datasets.prepare(profile, workdir)
+    configs = list(_distinct(Planner(profile), runs, dataset_options(profile, data_root)).values())
+    payload = dict(configs=configs, gpus=profile.gpus, tracking_uri=uri, torch_home=str(cluster.torch_home(workdir)))
+    console = Console(stderr=True, highlight=False)
+    if cluster.is_local:
+        rows = check_task(payload)
+    else:
+        rows = _on_cluster(cluster, workdir, payload, profile.gpus, profile.processes, console)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+    else:
+        out = RichTable(title=f"preflight: {', '.join(t.name for t in tables)} on profile {profile.name}, "
+                              f"cluster {cluster.name}")
+        for col in ("task", "device", "config (runs)", "check", "result", "detail"):
+            out.add_column(col)
+        for r in rows:
+            out.add_row(str(r["task"]), r["device"], f"{r['config']} ({r['runs']})", r["name"],
+                        "[green]ok[/]" if r["ok"] else "[red]FAILED[/]",
+                        escape(r["detail"] + (f" -> {r['fix']}" if not r["ok"] and r["fix"] else "")))
+        Console(highlight=False, width=200).print(out)
+    failed = [r for r in rows if not r["ok"]]
+    print(f"{len(rows) - len(failed)}/{len(rows)} checks passed"
+          + (f"; failed: {', '.join(sorted({r['name'] for r in failed}))}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _on_cluster(cluster, workdir: Path, payload: dict[str, Any], gpus: int, processes: int,
+                console) -> list[dict[str, Any]]:
+    """One short job, one task per GPU (as a run uses them); every task's rows."""
+    import submitit
+
+    from .executor import make_executor
+    ex = make_executor(cluster, workdir / ".reproduce" / "submitit" / "check", gpus, processes)
+    ex.update_parameters(timeout_min=min(cluster.time_min, 15), name="musu-check")
+    job = ex.submit(check_task, payload)
+    console.print(f"check job {job.job_id} submitted to {cluster.name} ({processes} task(s)); waiting for it")
+    try:
+        results = job.results()
+    except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"the check job {job.job_id} did not run to the end: {first}",
+                        hint=f"its log: {job.paths.stderr}") from None
+    return [row for rows in results for row in rows]

@@ -1,0 +1,133 @@
+"""``reproduce server start|stop|status``: an MLflow tracking server for clusters.
+
+One machine can share a SQLite file; jobs on many nodes must not (SQLite's
+locking over NFS loses writes). The server keeps runs in a real database
+(MariaDB or PostgreSQL, ``--backend-store-uri``) and artifacts in a folder
+every node sees (``--artifacts``), and the jobs talk to it over HTTP
+(``--tracking-uri`` as printed by ``start``). Its pid, URI and log live in
+``WORKDIR/.reproduce/server/``; ``stop`` ends only the process group it started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .errors import UserError
+from .tracking import redact
+
+
+def _state_dir(workdir: Path) -> Path:
+    return Path(workdir).resolve() / ".reproduce" / "server"
+
+
+def _read(workdir: Path) -> dict | None:
+    try:
+        return json.loads((_state_dir(workdir) / "server.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(state: dict | None) -> bool:
+    if not state:
+        return False
+    try:
+        cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return "mlflow" in cmdline and "server" in cmdline
+
+
+def _healthy(uri: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def start(workdir: Path, backend_store_uri: str, artifacts: Path, host: str, port: int, wait_s: float = 120.0) -> str:
+    """Starts the server (or finds it running) and returns its tracking URI."""
+    state = _read(workdir)
+    if _alive(state):
+        return state["uri"]
+    if backend_store_uri.startswith("sqlite:"):
+        raise UserError("a tracking server for a cluster needs a real database, not SQLite",
+                        hint="pass --backend-store-uri mysql+pymysql://USER:PASS@HOST/DB or postgresql://...; "
+                             "on one machine the default sqlite:///mlruns.db needs no server")
+    artifacts = Path(artifacts).resolve()
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"the artifacts folder {artifacts} cannot be created ({exc.strerror or exc})",
+                        hint="pass --artifacts a shared folder you can write") from None
+    folder = _state_dir(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"http://{host}:{port}"
+    if _healthy(uri):
+        raise UserError(f"something already answers on {uri}", hint="pass another --port, or stop that server")
+    mlflow = Path(sys.executable).with_name("mlflow")
+    # The store's URI (it may hold a password) goes by environment, not on the command line `ps` shows.
+    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server", "--artifacts-destination", str(artifacts),
+           "--serve-artifacts", "--host", host, "--port", str(port), "--workers", "2"]
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
+    log = open(folder / "server.log", "ab")
+    # A session of its own: a Ctrl-C in the terminal that started it does not stop it.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    state = dict(pid=proc.pid, uri=uri, backend=redact(backend_store_uri), artifacts=str(artifacts),
+                 started=time.time())
+    tmp = folder / "server.json.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, folder / "server.json")
+    deadline = time.time() + wait_s
+    while not _healthy(uri):
+        if proc.poll() is not None or time.time() > deadline:
+            tail = (folder / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            raise UserError(f"mlflow server did not come up on {uri}: {redact(' | '.join(tail))[:300]}",
+                            hint=f"see {folder / 'server.log'}")
+        time.sleep(0.5)
+    return uri
+
+
+def stop(workdir: Path, wait_s: float = 30.0) -> bool:
+    """Stops the server this work dir started; False when none runs."""
+    state = _read(workdir)
+    if not _alive(state):
+        return False
+    os.killpg(state["pid"], signal.SIGTERM)
+    deadline = time.time() + wait_s
+    while _alive(state) and time.time() < deadline:
+        time.sleep(0.2)
+    if _alive(state):
+        os.killpg(state["pid"], signal.SIGKILL)
+    (_state_dir(workdir) / "server.json").unlink(missing_ok=True)
+    return True
+
+
+def cmd_server(args) -> int:
+    if args.action == "start":
+        uri = start(args.workdir, args.backend_store_uri, args.artifacts or args.workdir / "mlartifacts",
+                    args.host, args.port)
+        print(uri)
+        print(f"reproduce: tracking server at {uri} (pass --tracking-uri {uri} or export MLFLOW_TRACKING_URI={uri})",
+              file=sys.stderr)
+        return 0
+    if args.action == "stop":
+        print("stopped" if stop(args.workdir) else "no server of this work dir runs")
+        return 0
+    state = _read(args.workdir)
+    if _alive(state):
+        ok = "healthy" if _healthy(state["uri"]) else "not answering"
+        print(f"running: {state['uri']} (pid {state['pid']}, {ok}; backend {state['backend']}, "
+              f"artifacts {state['artifacts']})")
+        return 0
+    print("not running")
+    return 1

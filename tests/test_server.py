@@ -1,0 +1,78 @@
+"""`reproduce server`: an MLflow tracking server with a MariaDB backend and a
+shared artifacts folder, and a table run on the local SLURM cluster that logs
+to it over HTTP instead of to a SQLite file."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reproduce import tracking
+
+ROOT = Path(__file__).resolve().parent.parent
+REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_table_on_slurm_logs_to_the_tracking_server(tmp_path, ci_sweeps, slurm_cluster):
+    if shutil.which("mariadb") is None:
+        pytest.skip("MariaDB comes with scripts/bootstrap.sh --system")
+    db = f"musu_mlflow_{tmp_path.name[-12:].replace('-', '_')}"
+    backend = subprocess.run(["bash", str(ROOT / "cluster" / "mlflow-db.sh"), db], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    server_dir, port = tmp_path / "server", free_port()
+    start = subprocess.run([*REPRODUCE, "server", "start", "--workdir", str(server_dir), "--backend-store-uri", backend,
+                            "--artifacts", str(tmp_path / "shared-artifacts"), "--port", str(port)],
+                           capture_output=True, text=True, timeout=300)
+    try:
+        assert start.returncode == 0, start.stderr[-2000:]
+        uri = start.stdout.strip()
+        assert uri == f"http://127.0.0.1:{port}"
+        assert "musu-mlflow-pw" not in start.stderr  # the password is never printed
+        status = subprocess.run([*REPRODUCE, "server", "status", "--workdir", str(server_dir)], capture_output=True,
+                                text=True, timeout=60)
+        assert status.returncode == 0 and "healthy" in status.stdout and "***" in status.stdout
+        work = tmp_path / "w"
+        work.mkdir()
+        args = ["--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(work), "--tracking-uri", uri]
+        out = subprocess.run([*REPRODUCE, "run", "soft_hard", *args, "--cluster", slurm_cluster, "--poll", "1"],
+                             cwd=work, capture_output=True, text=True, timeout=1200)
+        assert out.returncode == 0 and "2/2 finished" in out.stderr, out.stderr[-3000:]
+        assert not (work / "mlruns.db").exists(), "nothing went to a SQLite file"
+        cl = tracking.client(uri)
+        runs = [r for rs in tracking.runs_by_hash(cl, "ci").values() for r in rs]
+        assert sorted(r.data.tags[tracking.TAG_ROW] for r in runs) == ["hard", "soft"]
+        assert all(r.info.status == "FINISHED" and "AP" in r.data.metrics for r in runs)
+        assert all(r.data.tags.get(tracking.TAG_JOB) for r in runs), "logged from SLURM jobs"
+        arts = {a.path for a in cl.list_artifacts(runs[0].info.run_id)}
+        assert "metrics.json" in arts
+        assert list((tmp_path / "shared-artifacts").rglob("metrics.json")), "artifacts in the shared folder"
+        report = json.loads(subprocess.run([*REPRODUCE, "report", "soft_hard", *args, "--format", "json"], cwd=work,
+                                           capture_output=True, text=True, timeout=300).stdout)
+        assert {r["status"] for r in report[0]["rows"]} == {"finished"}
+    finally:
+        stop = subprocess.run([*REPRODUCE, "server", "stop", "--workdir", str(server_dir)], capture_output=True,
+                              text=True, timeout=120)
+        assert "stopped" in stop.stdout or start.returncode != 0
+        subprocess.run(["mariadb", "-e", f"DROP DATABASE IF EXISTS `{db}`"], check=False)
+
+
+def test_server_refuses_sqlite_and_a_missing_database_on_one_line(tmp_path):
+    out = subprocess.run([*REPRODUCE, "server", "start", "--workdir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, env={k: v for k, v in __import__("os").environ.items()
+                                           if k != "MUSU_MLFLOW_BACKEND"})
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no database" in out.stderr
+    out = subprocess.run([*REPRODUCE, "server", "start", "--workdir", str(tmp_path), "--backend-store-uri",
+                          f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "needs a real database" in out.stderr
