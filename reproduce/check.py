@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from . import preflight, tracking, weights
-from .errors import UserError
+from . import preflight, tracking
+from .errors import UserError, first_line
 
 
 def _distinct(planner, runs, abs_data: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -27,8 +27,7 @@ def _distinct(planner, runs, abs_data: dict[str, Any]) -> dict[str, dict[str, An
     for run in runs:
         options = {**run.options, **abs_data}
         cfg = planner.resolve(run.config_name, options)
-        key = json.dumps([preflight._uses_dcn(cfg), preflight._uses_mmcv_focal_loss(cfg), weights.pretrained(cfg)])
-        entry = out.setdefault(key, dict(config=run.config_name, options=options, runs=[]))
+        entry = out.setdefault(json.dumps(preflight.needs(cfg)), dict(config=run.config_name, options=options, runs=[]))
         entry["runs"].append(run.config_hash)
     return out
 
@@ -59,15 +58,12 @@ def _task_id() -> int:
 def cmd_check(args) -> int:
     from . import datasets
     from .clusters import check_against_slurm, load_cluster
-    from .commands import _default_uri, _plan, local_gpus
+    from .commands import _default_uri, _plan, require_local_gpus
     from .plan import Planner, dataset_options
 
     profile, tables, runs = _plan(args)
     cluster = load_cluster(args.cluster)
-    if cluster.is_local and profile.gpus and profile.gpus > local_gpus():
-        raise UserError(f"profile {profile.name!r} trains each run on {profile.gpus} GPU(s) and this machine has "
-                        f"{local_gpus()}", hint="check on the cluster with --cluster NAME, or pick a profile "
-                        "with gpus: 0")
+    require_local_gpus(profile, cluster)
     check_against_slurm(cluster, profile.gpus)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +108,6 @@ def _on_cluster(cluster, workdir: Path, payload: dict[str, Any], gpus: int, proc
     try:
         results = job.results()
     except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"the check job {job.job_id} did not run to the end: {first}",
+        raise UserError(f"the check job {job.job_id} did not run to the end: {first_line(exc)}",
                         hint=f"its log: {job.paths.stderr}") from None
     return [row for rows in results for row in rows]

@@ -203,6 +203,14 @@ def local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def require_local_gpus(profile, cluster) -> None:
+    """A GPU profile on ``--cluster local`` needs that many GPUs here (torch imported only for GPU profiles)."""
+    if cluster.is_local and profile.gpus and profile.gpus > local_gpus():
+        raise UserError(f"profile {profile.name!r} trains each run on {profile.gpus} GPU(s) and this machine has "
+                        f"{local_gpus()}", hint="use a cluster profile with GPUs (--cluster NAME), or a profile "
+                        "with gpus: 0")
+
+
 def _default_uri(args) -> str:
     return tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
 
@@ -224,9 +232,7 @@ def cmd_run(args) -> int:
     if cluster.is_local and profile.processes > 1:
         raise UserError(f"profile {profile.name!r} trains each run in {profile.processes} processes; --cluster local "
                         "runs one", hint="use a SLURM cluster profile, or a profile with one process per run")
-    if cluster.is_local and gpus and gpus > local_gpus():
-        raise UserError(f"profile {profile.name!r} trains each run on {gpus} GPU(s) and this machine has "
-                        f"{local_gpus()}", hint="use a cluster profile with GPUs, or a profile with gpus: 0")
+    require_local_gpus(profile, cluster)
     check_against_slurm(cluster, gpus)
     data_root = datasets.prepare(profile, workdir)
     cl = tracking.client(uri)

@@ -23,3 +23,9 @@ class UserError(Exception):
         if hint:
             text += f" ({hint})"
         super().__init__(text)
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line (its type's name when it has no message), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

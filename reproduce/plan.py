@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .profiles import Profile
 from .spec import Row, Table
 
@@ -125,8 +125,7 @@ class Planner:
         try:
             cfg.merge_from_dict(copy.deepcopy(options))
         except (TypeError, KeyError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"the overrides do not merge into config {config_name}: {first[:300]}",
+            raise UserError(f"the overrides do not merge into config {config_name}: {first_line(exc)}",
                             file=self.profile.file, field="cfg_options",
                             hint="a dict replacing a non-dict value needs _delete_: true") from None
         return cfg

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import weights
+from .errors import first_line
 
 
 @dataclass
@@ -64,13 +65,17 @@ def _uses_mmcv_focal_loss(cfg) -> bool:
     return head != "MuSuHead" and loss.get("type") == "FocalLoss" and loss.get("use_sigmoid", True)
 
 
+def needs(cfg) -> tuple[bool, bool, tuple[str, ...]]:
+    """What the checks of ``cfg`` depend on: DCN, mmcv's focal loss, its pretrained weights."""
+    return _uses_dcn(cfg), _uses_mmcv_focal_loss(cfg), tuple(weights.pretrained(cfg))
+
+
 def _try(name: str, fn, fix: str) -> Check:
     try:
         detail = fn()
         return Check(name, True, detail or "ok")
     except Exception as exc:  # noqa: BLE001 - each failure becomes one line
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return Check(name, False, f"{type(exc).__name__}: {text}", fix)
+        return Check(name, False, f"{type(exc).__name__}: {first_line(exc, 200)}", fix)
 
 
 def _nms(device: str) -> str:

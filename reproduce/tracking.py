@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 T = TypeVar("T")
 DEFAULT_DB = "mlruns.db"
@@ -103,8 +103,7 @@ def check(uri: str | None = None, timeout: float = 10.0) -> str:
     try:
         retry(lambda: client(uri).search_experiments(max_results=1))
     except Exception as exc:  # noqa: BLE001 - any failure here is the user's to fix
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"MLflow tracking store {redact(uri)} cannot be reached: {redact(first[:200])}",
+        raise UserError(f"MLflow tracking store {redact(uri)} cannot be reached: {redact(first_line(exc, 200))}",
                         hint="start the server, or pass --tracking-uri / set MLFLOW_TRACKING_URI to a reachable "
                              "store (default: sqlite:///mlruns.db here); nothing was submitted") from None
     finally:
