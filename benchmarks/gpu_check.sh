@@ -3,33 +3,44 @@
 # mmcv's CUDA wheel is built or carried in MUSU_WHEEL_CACHE):
 #   1. scripts/bootstrap.sh --cuda                  (mmcv with CUDA ops; the build is keyed and cached)
 #   2. reproduce check all --profile gpu-synthetic  (NMS, DCNv2, sigmoid focal loss on the GPU, data, tracking)
-#   3. benchmarks/assignment.py, train_step.py (800x1333) and inference.py (FPS, 200 images) on cuda
-#   4. 200 iterations of MuSu R-50 at full resolution on the synthetic set through `reproduce run`,
+#   3. 200 iterations of MuSu R-50 at full resolution on the synthetic set through `reproduce run`,
 #      ending in a COCO evaluation and Table 7's params/FLOPs/FPS, tracked in MLflow
+#   4. benchmarks/assignment.py, train_step.py (800x1333) and inference.py (FPS, 200 images) on cuda
 #
 #   benchmarks/gpu_check.sh [OUT]        figures and logs in OUT (default work_dirs/gpu-check)
 #   GPU_CHECK_DEVICE=cpu benchmarks/gpu_check.sh OUT   the same steps on CPU at toy sizes: checks
 #                                        the script itself on a machine without a GPU (the test suite does)
+#   GPU_CHECK_PYTHON=python3 GPU_CHECK_BOOTSTRAP=0     use a python prepared by hand instead of
+#                                        bootstrapping .venv (benchmarks/gpu_node_env.sh, for nodes without PyPI)
+# A step that fails is reported and the next one runs; the exit status is the number of failed steps.
 # The figures go into docs/benchmarks.md with the card's name (OUT/gpu.txt).
-set -euo pipefail
+set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="$(mkdir -p "${1:-work_dirs/gpu-check}" && cd "${1:-work_dirs/gpu-check}" && pwd)"
 DEVICE="${GPU_CHECK_DEVICE:-cuda}"
-PY="$ROOT/.venv/bin/python"
+PY="${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}"
+BOOTSTRAP="${GPU_CHECK_BOOTSTRAP:-1}"
 T0=$(date +%s)
+FAILED=0
 step() { echo "[gpu-check] $(( $(date +%s) - T0 )) s: $*" | tee -a "$OUT/summary.txt" >&2; }
+failed() { FAILED=$((FAILED + 1)); step "FAILED (exit $1): $2"; }
+reproduce() { "$PY" -m reproduce.cli "$@"; }
 : > "$OUT/summary.txt"
 
 if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-    step "bootstrap with CUDA ops"
-    scripts/bootstrap.sh --cuda
+    if [ "$BOOTSTRAP" = 1 ]; then
+        step "bootstrap with CUDA ops"
+        scripts/bootstrap.sh --cuda || { failed $? "bootstrap"; exit 1; }
+    fi
     SIZE=(800 1333) IMAGES=200 REPEATS=10 PROFILE=gpu-synthetic
 else
     echo "cpu (dry run of the script; no GPU figures)" > "$OUT/gpu.txt"
-    step "bootstrap (CPU dry run)"
-    scripts/bootstrap.sh
+    if [ "$BOOTSTRAP" = 1 ]; then
+        step "bootstrap (CPU dry run)"
+        scripts/bootstrap.sh || { failed $? "bootstrap"; exit 1; }
+    fi
     SIZE=(128 160) IMAGES=12 REPEATS=2 PROFILE=gpu-check-cpu
 fi
 
@@ -69,19 +80,23 @@ fi
 COMMON=(--profile "$PROFILE" --sweeps "$SWEEPS" --workdir "$OUT/work")
 
 step "reproduce check (table1, table6: NMS, DCNv2, focal loss on $DEVICE)"
-"$ROOT/.venv/bin/reproduce" check table1,table6 "${COMMON[@]}" 2>&1 | tee "$OUT/check.txt"
-
-step "assignment benchmark"
-"$PY" benchmarks/assignment.py --device "$DEVICE" --repeats "$REPEATS" 2>&1 | tee "$OUT/assignment.txt"
-step "training-step benchmark at ${SIZE[*]}"
-(cd benchmarks && "$PY" train_step.py --device "$DEVICE" --size "${SIZE[@]}" --repeats "$REPEATS") 2>&1 \
-    | tee "$OUT/train_step.txt"
-step "inference (FPS) benchmark at ${SIZE[*]}, $IMAGES images"
-(cd benchmarks && "$PY" inference.py --device "$DEVICE" --size "${SIZE[@]}" --images "$IMAGES") 2>&1 \
-    | tee "$OUT/inference.txt"
+reproduce check table1,table6 "${COMMON[@]}" 2>&1 | tee "$OUT/check.txt" || failed $? "reproduce check"
 
 step "MuSu R-50 on the synthetic set through reproduce run"
-"$ROOT/.venv/bin/reproduce" run gpucheck "${COMMON[@]}" --poll 5 2>&1 | tee "$OUT/run.txt"
-"$ROOT/.venv/bin/reproduce" report gpucheck "${COMMON[@]}" --format md | tee "$OUT/report.md"
-"$ROOT/.venv/bin/reproduce" status gpucheck "${COMMON[@]}" --json > "$OUT/status.json"
-step "done: figures in $OUT (gpu.txt, check.txt, assignment.txt, train_step.txt, inference.txt, report.md)"
+reproduce run gpucheck "${COMMON[@]}" --poll 5 2>&1 | tee "$OUT/run.txt" || failed $? "reproduce run"
+reproduce report gpucheck "${COMMON[@]}" --format md | tee "$OUT/report.md" || failed $? "reproduce report"
+reproduce status gpucheck "${COMMON[@]}" --json > "$OUT/status.json" || failed $? "reproduce status"
+
+# the benchmarks last: the run's figures matter most where the machine's time is short
+step "assignment benchmark"
+"$PY" benchmarks/assignment.py --device "$DEVICE" --repeats "$REPEATS" 2>&1 | tee "$OUT/assignment.txt" \
+    || failed $? "assignment benchmark"
+step "training-step benchmark at ${SIZE[*]}"
+(cd benchmarks && "$PY" train_step.py --device "$DEVICE" --size "${SIZE[@]}" --repeats "$REPEATS") 2>&1 \
+    | tee "$OUT/train_step.txt" || failed $? "training-step benchmark"
+step "inference (FPS) benchmark at ${SIZE[*]}, $IMAGES images"
+(cd benchmarks && "$PY" inference.py --device "$DEVICE" --size "${SIZE[@]}" --images "$IMAGES") 2>&1 \
+    | tee "$OUT/inference.txt" || failed $? "inference benchmark"
+
+step "done, $FAILED failed steps: figures in $OUT (gpu.txt, check.txt, assignment.txt, train_step.txt, inference.txt, report.md)"
+exit "$FAILED"
