@@ -7,8 +7,10 @@ node; the subset takes a few minutes. Every op keeps its C++ entry point and
 its CPU kernel, so ``import mmcv.ops`` works unchanged; an op left out fails on
 a CUDA tensor with mmcv's own "implementation for device cuda:0 not found".
 
-How: the CUDA files of the ops not kept are deleted, and ``cudabind.cpp``,
-which registers every CUDA kernel, is pruned. A definition that calls a
+How: the CUDA files of the ops not kept are deleted, except those that a C++
+entry point or a kept CUDA file calls directly rather than through mmcv's
+registry (nms_rotated, nms_quadri and spconv's files in 2.1.0); then
+``cudabind.cpp``, which registers every CUDA kernel, is pruned. A definition that calls a
 function no longer defined anywhere is dropped, then every registration of a
 dropped function, until nothing changes. Definitions are found in the sources
 themselves, so the pruning follows mmcv's code rather than a list kept here.
@@ -34,6 +36,26 @@ def defined_names(source: str) -> set[str]:
     """Names of functions whose bodies this C++/CUDA source holds (by shape)."""
     code = re.sub(r"(?m)^\s*#.*$", "", _strip_comments(source))  # macros have no ';' to stop at
     return {m.group(1) for m in _DEF.finditer(code)} - KEYWORDS
+
+
+def top_level_definitions(source: str) -> set[str]:
+    """Functions, structs and classes a file defines outside any function or
+    struct (namespaces are looked into): what another file can call. A helper
+    inside a struct, such as filtered_lrelu's clamp(), is not."""
+    names = set()
+    for chunk in top_level_chunks(source):
+        code = re.sub(r"(?m)^\s*#.*$", "", _strip_comments(chunk)).strip()
+        if "{" not in code:
+            continue
+        ns = re.match(r"namespace\s*\w*\s*\{", code)
+        if ns:
+            names |= top_level_definitions(code[ns.end():code.rindex("}")])
+            continue
+        kind = re.match(r"(?:template\s*<[^{;]*>\s*)?(?:struct|class)\s+([A-Za-z_]\w*)", code)
+        name = kind.group(1) if kind else _head_name(code[:code.index("{")])
+        if name and name not in KEYWORDS:
+            names.add(name)
+    return names
 
 
 def _strip_comments(source: str) -> str:
@@ -149,9 +171,37 @@ def trim(src: Path, ops: list[str]) -> list[str]:
     if unknown:
         raise SystemExit(f"error: no CUDA source for {', '.join(unknown)}; the ops are "
                          f"{', '.join(sorted(sources))}")
+    # some C++ entry points call a CUDA function directly (nms_rotated.cpp,
+    # spconv_ops.cpp, ...) rather than through the registry, and some CUDA
+    # files call into others: those kernels stay too
+    callers = [_strip_comments(p.read_text(errors="replace")) for p in (src / "mmcv/ops/csrc/pytorch").glob("*.cpp")]
+    callers += [_strip_comments(sources[op].read_text(errors="replace")) for op in ops]
+    defines = {op: top_level_definitions(cu.read_text(errors="replace")) for op, cu in sources.items()}
+    # a helper type every file defines for itself (InternalType), or a macro
+    # call that looked like a definition, links nothing
+    seen: dict[str, int] = {}
+    for names in defines.values():
+        for name in names:
+            seen[name] = seen.get(name, 0) + 1
+    defines = {op: {n for n in names if seen[n] == 1 and not re.fullmatch(r"[A-Z0-9_]+", n)}
+               for op, names in defines.items()}
+    needed: list[str] = []
+    grew = True
+    while grew:
+        grew = False
+        text = " ".join(callers)
+        for op in sorted(set(sources) - set(ops) - set(needed)):
+            # a method call (x.clamp(...), p->clamp(...)) is not a call into that file
+            if any(re.search(rf"(?<![\w.])(?<!->){re.escape(name)}\b", text) for name in defines[op]):
+                needed.append(op)
+                callers.append(_strip_comments(sources[op].read_text(errors="replace")))
+                grew = True
     for op, cu in sources.items():
-        if op not in ops:
+        if op not in ops and op not in needed:
             cu.unlink()
+    if needed:
+        print(f"[mmcv-subset] also kept, called directly from mmcv's C++: {', '.join(sorted(needed))}",
+              file=sys.stderr)
     elsewhere = set()
     for path in [*cuda.glob("*.cu"), *(src / "mmcv/ops/csrc/pytorch").glob("*.cpp"),
                  *(src / "mmcv/ops/csrc/pytorch/cpu").glob("*.cpp")]:
