@@ -12,6 +12,7 @@
 #                                        the script itself on a machine without a GPU (the test suite does)
 #   GPU_CHECK_PYTHON=python3 GPU_CHECK_BOOTSTRAP=0     use a python prepared by hand instead of
 #                                        bootstrapping .venv (benchmarks/gpu_node_env.sh, for nodes without PyPI)
+#   GPU_CHECK_STEPS=run                  only some of the steps: check, run, bench (default all three)
 # A step that fails is reported and the next one runs; the exit status is the number of failed steps.
 # The figures go into docs/benchmarks.md with the card's name (OUT/gpu.txt).
 set -uo pipefail
@@ -21,6 +22,8 @@ OUT="$(mkdir -p "${1:-work_dirs/gpu-check}" && cd "${1:-work_dirs/gpu-check}" &&
 DEVICE="${GPU_CHECK_DEVICE:-cuda}"
 PY="${GPU_CHECK_PYTHON:-$ROOT/.venv/bin/python}"
 BOOTSTRAP="${GPU_CHECK_BOOTSTRAP:-1}"
+STEPS=",${GPU_CHECK_STEPS:-check,run,bench},"
+want() { [[ "$STEPS" == *",$1,"* ]]; }
 T0=$(date +%s)
 FAILED=0
 step() { echo "[gpu-check] $(( $(date +%s) - T0 )) s: $*" | tee -a "$OUT/summary.txt" >&2; }
@@ -79,15 +82,20 @@ EOF
 fi
 COMMON=(--profile "$PROFILE" --sweeps "$SWEEPS" --workdir "$OUT/work")
 
+if want check; then
 step "reproduce check (table1, table6: NMS, DCNv2, focal loss on $DEVICE)"
 reproduce check table1,table6 "${COMMON[@]}" 2>&1 | tee "$OUT/check.txt" || failed $? "reproduce check"
+fi
 
+if want run; then
 step "MuSu R-50 on the synthetic set through reproduce run"
 reproduce run gpucheck "${COMMON[@]}" --poll 5 2>&1 | tee "$OUT/run.txt" || failed $? "reproduce run"
 reproduce report gpucheck "${COMMON[@]}" --format md | tee "$OUT/report.md" || failed $? "reproduce report"
 reproduce status gpucheck "${COMMON[@]}" --json > "$OUT/status.json" || failed $? "reproduce status"
+fi
 
 # the benchmarks last: the run's figures matter most where the machine's time is short
+if want bench; then
 step "assignment benchmark"
 "$PY" benchmarks/assignment.py --device "$DEVICE" --repeats "$REPEATS" 2>&1 | tee "$OUT/assignment.txt" \
     || failed $? "assignment benchmark"
@@ -97,6 +105,7 @@ step "training-step benchmark at ${SIZE[*]}"
 step "inference (FPS) benchmark at ${SIZE[*]}, $IMAGES images"
 (cd benchmarks && "$PY" inference.py --device "$DEVICE" --size "${SIZE[@]}" --images "$IMAGES") 2>&1 \
     | tee "$OUT/inference.txt" || failed $? "inference benchmark"
+fi
 
 step "done, $FAILED failed steps: figures in $OUT (gpu.txt, check.txt, assignment.txt, train_step.txt, inference.txt, report.md)"
 exit "$FAILED"

@@ -58,4 +58,4 @@ export PYTHONPATH="$ROOT:${MMCV_PATH:-}$PREFIX/site\${PYTHONPATH:+:\$PYTHONPATH}
 export GPU_CHECK_PYTHON="$PY" GPU_CHECK_BOOTSTRAP=0
 EOF
 . "$PREFIX/env.sh"
-"$PY" -c 'import torch, mmcv, mmdet, mmengine, mlflow, mmcv.ops; print("[gpu-node-env] torch", torch.__version__, "CUDA", torch.version.cuda, "| mmcv", mmcv.__version__, "ops compiled for", mmcv.ops.get_compiling_cuda_version(), "| mmdet", mmdet.__version__, "| mlflow", mlflow.__version__)' >&2
+"$PY" -X faulthandler -c 'import torch, mmcv, mmdet, mmengine, mlflow, mmcv.ops; print("[gpu-node-env] torch", torch.__version__, "CUDA", torch.version.cuda, "| mmcv", mmcv.__version__, "ops compiled for", mmcv.ops.get_compiling_cuda_version(), "| mmdet", mmdet.__version__, "| mlflow", mlflow.__version__)' >&2

@@ -198,9 +198,16 @@ def cmd_status(args) -> int:
     return 0
 
 
-def local_gpus() -> int:
+def local_gpu_ids() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES names them: the caller's own list where it set one."""
     import torch
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return given[:count] if given else [str(i) for i in range(count)]
+
+
+def local_gpus() -> int:
+    return len(local_gpu_ids())
 
 
 def require_local_gpus(profile, cluster) -> None:
@@ -233,6 +240,10 @@ def cmd_run(args) -> int:
         raise UserError(f"profile {profile.name!r} trains each run in {profile.processes} processes; --cluster local "
                         "runs one", hint="use a SLURM cluster profile, or a profile with one process per run")
     require_local_gpus(profile, cluster)
+    gpu_ids = local_gpu_ids() if cluster.is_local and gpus else []
+    if gpu_ids and gpus * args.parallel > len(gpu_ids):
+        raise UserError(f"--parallel {args.parallel} trains {args.parallel} runs of {gpus} GPU(s) at once and this "
+                        f"machine has {len(gpu_ids)}", hint=f"use --parallel {len(gpu_ids) // gpus}")
     check_against_slurm(cluster, gpus)
     data_root = datasets.prepare(profile, workdir)
     cl = tracking.client(uri)
@@ -267,7 +278,7 @@ def cmd_run(args) -> int:
                     tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
                     launcher="slurm" if profile.processes > 1 else "none", gpus=gpus,
                     processes=profile.processes, torch_home=str(torch_home),
-                    slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel)
+                    slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel, local_gpu_ids=gpu_ids)
 
     def resubmit(again: list[Run], records: dict[str, Any]) -> None:
         """Submit ``again`` (each counted against the cluster's ``max_requeues``)."""

@@ -51,6 +51,15 @@ def slot(slot_dir: str, slots: int, poll: float = 1.0) -> Iterator[int]:
         time.sleep(poll)
 
 
+def slot_devices(gpu_ids: list[str], gpus: int, slot_index: int) -> str:
+    """The CUDA_VISIBLE_DEVICES of the local run in slot ``slot_index``: its own ``gpus`` of the machine's."""
+    mine = gpu_ids[slot_index * gpus:(slot_index + 1) * gpus]
+    if len(mine) < gpus:
+        raise RuntimeError(f"slot {slot_index} needs GPUs {slot_index * gpus}..{(slot_index + 1) * gpus - 1} "
+                           f"of {len(gpu_ids)} ({','.join(gpu_ids)})")
+    return ",".join(mine)
+
+
 class LocalSlotJob(TrainJob):
     """TrainJob that first waits for a local slot."""
 
@@ -59,7 +68,11 @@ class LocalSlotJob(TrainJob):
         if slots > 1:  # share the cores instead of oversubscribing them
             import torch
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // slots))
-        with slot(payload["slot_dir"], slots):
+        with slot(payload["slot_dir"], slots) as i:
+            if payload.get("gpus"):
+                # submitit hides every GPU from a local job (CUDA_VISIBLE_DEVICES=''); the slot
+                # says which of this machine's GPUs are ours, before anything initialises CUDA
+                os.environ["CUDA_VISIBLE_DEVICES"] = slot_devices(payload["local_gpu_ids"], payload["gpus"], i)
             return super().__call__(payload)
 
     def checkpoint(self, payload: dict) -> submitit.helpers.DelayedSubmission:
