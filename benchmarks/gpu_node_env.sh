@@ -58,4 +58,16 @@ export PYTHONPATH="$ROOT:${MMCV_PATH:-}$PREFIX/site\${PYTHONPATH:+:\$PYTHONPATH}
 export GPU_CHECK_PYTHON="$PY" GPU_CHECK_BOOTSTRAP=0
 EOF
 . "$PREFIX/env.sh"
-"$PY" -X faulthandler -c 'import torch, mmcv, mmdet, mmengine, mlflow, mmcv.ops; print("[gpu-node-env] torch", torch.__version__, "CUDA", torch.version.cuda, "| mmcv", mmcv.__version__, "ops compiled for", mmcv.ops.get_compiling_cuda_version(), "| mmdet", mmdet.__version__, "| mlflow", mlflow.__version__)' >&2
+# NMS on the GPU rather than mmcv.ops.get_compiling_cuda_version(), which crashed the
+# interpreter on an H200 node (torch 2.11.0+cu130, gcc 13) although the ops themselves ran
+"$PY" -X faulthandler - <<'PY' >&2
+import torch, mmcv, mmdet, mmengine, mlflow
+from mmcv.ops import nms
+line = f"[gpu-node-env] torch {torch.__version__} (CUDA {torch.version.cuda}), mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, mlflow {mlflow.__version__}"
+if torch.cuda.is_available():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [50, 50, 60, 60]], dtype=torch.float32, device="cuda")
+    _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7], device="cuda"), 0.5)
+    assert keep.tolist() == [0, 2], keep
+    line += f"; mmcv NMS ran on {torch.cuda.get_device_name()}"
+print(line)
+PY

@@ -152,7 +152,10 @@ fi
 "$VPY" -c "import torch, mmcv.ops, mmdet, mmengine, musu.models" \
     || die "the environment does not import; rerun with BOOTSTRAP_FORCE=1"
 if [ "$USE_CUDA" = 1 ]; then
-    "$VPY" -c "from mmcv.ops import get_compiling_cuda_version as v; assert v() != 'not available', v()" \
+    # read the library rather than call mmcv.ops.get_compiling_cuda_version(): that call
+    # crashed the interpreter on an H200 node (torch 2.11.0+cu130, gcc 13) while the ops worked
+    "$VPY" -c "import glob, os, mmcv; so = glob.glob(os.path.join(os.path.dirname(mmcv.__file__), '_ext*.so')); \
+assert so and b'NMSCUDAKernelLauncher' in open(so[0], 'rb').read(), so" \
         || die "mmcv's ops were built without CUDA (key $KEY); remove $WHEELS and rerun with --cuda"
 fi
 echo "$want" > "$STAMP"
