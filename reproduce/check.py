@@ -58,16 +58,17 @@ def _task_id() -> int:
 def cmd_check(args) -> int:
     from . import datasets
     from .clusters import check_against_slurm, load_cluster
-    from .commands import _default_uri, _plan, require_local_gpus
+    from .commands import require_local_gpus
+    from .plan import plan_tables
     from .plan import Planner, dataset_options
 
-    profile, tables, runs = _plan(args)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
     cluster = load_cluster(args.cluster)
     require_local_gpus(profile, cluster)
     check_against_slurm(cluster, profile.gpus)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    uri = tracking.check(_default_uri(args))
+    uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
     data_root = datasets.prepare(profile, workdir)
     configs = list(_distinct(Planner(profile), runs, dataset_options(profile, data_root)).values())
     payload = dict(configs=configs, gpus=profile.gpus, tracking_uri=uri, torch_home=str(cluster.torch_home(workdir)))

@@ -13,10 +13,8 @@ done is touched.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from .errors import UserError

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -16,23 +13,16 @@ from rich.table import Table as RichTable
 
 from . import tracking
 from .errors import UserError
-from .plan import Planner, Run, dataset_options
-from .profiles import load_profile
+from .plan import Planner, Run, dataset_options, plan_tables
 from .weights import prefetch, pretrained
-from .spec import SWEEPS_DIR, load_tables
+from .state import JobStore
+from .status import ACTIVE, State, state_of
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _plan(args) -> tuple[Any, list, list[Run]]:
-    sweeps = args.sweeps or SWEEPS_DIR
-    profile = load_profile(args.profile, sweeps)
-    tables = load_tables(args.tables, sweeps)
-    return profile, tables, Planner(profile).plan(tables)
-
-
 def cmd_plan(args) -> int:
-    profile, tables, runs = _plan(args)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
     total = sum(r.gpu_hours for r in runs)
     shared = [r for r in runs if len(r.rows) > 1]
     if args.json:
@@ -59,117 +49,13 @@ def _short(v: Any) -> str:
 
 
 # ---- status ---------------------------------------------------------------------------------------------
-@dataclass
-class RunState:
-    state: str  # pending | queued | running | finished | failed | interrupted
-    detail: str = ""
-    metrics: dict | None = None
-
-
-def state_of(run: Run, mlruns: list, record: dict | None) -> RunState:
-    """Where a run stands, from MLflow (finished?) and its job (queued, running, ended).
-
-    The job's own state decides between queued and running: an MLflow run left
-    RUNNING by a process that died (a node failure) must not read as running
-    while SLURM holds the requeued job.
-    """
-    from .executor import PENDING_SLURM, RUNNING_SLURM, job_log_tail, pid_alive, slurm_history, slurm_state
-    done = tracking.finished_run(mlruns)
-    if done is not None:
-        return RunState("finished", f"AP {done.data.metrics.get('AP', float('nan')):.1f}", dict(done.data.metrics))
-    latest = mlruns[0] if mlruns else None
-    if record is None:
-        if latest is not None:
-            return RunState("interrupted", f"MLflow run {latest.info.run_id[:8]} is {latest.info.status.lower()}, "
-                            "no job holds it (`reproduce run` resumes it)")
-        return RunState("pending")
-    job = record["job_id"]
-    progress = latest.data.tags.get(tracking.TAG_PROGRESS, "starting") if latest is not None else "starting"
-    if record.get("backend") == "local":
-        if pid_alive(int(job)):
-            if latest is not None and latest.info.status == "RUNNING":
-                return RunState("running", f"iter {progress} (local job {job})")
-            return RunState("queued", f"local job {job} waiting for a free slot")
-        sstate = "ended"
-    else:
-        full_state = slurm_state(record)
-        sstate = full_state.split()[0]
-        if sstate in PENDING_SLURM:
-            earlier = [h.lower() for h in slurm_history(record)[:-1] if h not in ("PENDING", "RUNNING")]
-            again = f" (requeued after {', '.join(earlier)}; it resumes from its last checkpoint)" if earlier else ""
-            return RunState("queued", f"SLURM job {job} {sstate.lower()}{again}")
-        if sstate in RUNNING_SLURM:
-            return RunState("running", f"iter {progress} (SLURM job {job})")
-        sstate = full_state.lower()
-    own_error = latest is not None and latest.data.tags.get(tracking.TAG_STATE) in ("failed", "interrupted")
-    why = killed_by_system(record, sstate, own_error)
-    if why:
-        return RunState("killed", f"job {job} {why}; `reproduce run` submits it again, resuming from its last "
-                        "checkpoint")
-    reason = latest.data.tags.get(tracking.TAG_ERROR, "") if latest is not None else ""
-    reason = reason or job_log_tail(record)
-    cause = f"job {job} {sstate}"
-    return RunState("failed", f"{cause}: {_last_lines(reason)}" if reason else cause)
-
-
-# How a SLURM job ends when the system, not the run, stopped it.
-SYSTEM_ENDS = {"node_fail": "ended in NODE_FAIL", "boot_fail": "ended in BOOT_FAIL",
-               "preempted": "was preempted and not requeued", "deadline": "reached its deadline"}
-
-
-def killed_by_system(record: dict, end_state: str, own_error: bool) -> str:
-    """Why a job that ended without finishing its run was stopped by the system
-    (a dead node, a step SLURM killed while the node recovered, a cancel by
-    slurmctld), or "" when the run failed in its own code or its user cancelled
-    it. A job that died in its own code leaves an error: submitit's result
-    pickle, or the MLflow run's failed state. One killed from outside leaves
-    neither."""
-    from .executor import job_result_state, slurm_user_uid
-    if own_error:
-        return ""
-    state = end_state.split()[0].lower() if end_state else "ended"
-    if state in SYSTEM_ENDS:
-        return SYSTEM_ENDS[state]
-    if state == "cancelled":
-        by = end_state.split(" by ")[-1].strip() if " by " in end_state else ""
-        if not by or (by == slurm_user_uid() and by != str(os.getuid())):
-            return "was cancelled by SLURM itself"
-        return ""  # scancel by the user (or an admin)
-    if state in ("failed", "ended") and job_result_state(record) is None:
-        return "was killed before it could report (no result, no error in MLflow)"
-    return ""
-
-
-EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?.*$")
-
-
-def _last_lines(text: str, n: int = 3) -> str:
-    """The cause of a failure, on one line: every exception a traceback names
-    (a chained one too: a time-out raised inside a library's own handler
-    surfaces as that library's error), else the log's last lines."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    errors = list(dict.fromkeys(ln for ln in lines if EXCEPTION_LINE.match(ln)))
-    if errors:
-        return " <- ".join(e[:300] for e in reversed(errors))
-    return " | ".join(lines[-n:])
-
-
-def _store(workdir: Path):
-    from .state import JobStore
-    return JobStore(workdir / ".reproduce" / "state")
-
-
-def _profile_records(store, profile: str) -> dict[str, Any]:
-    return {k.split(":", 1)[1]: v for k, v in store.load().items() if k.startswith(profile + ":")}
-
-
 def cmd_status(args) -> int:
-    profile, tables, runs = _plan(args)
-    uri = tracking.check(_default_uri(args))
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
+    uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
     cl = tracking.client(uri)
     mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
-    records = _profile_records(_store(args.workdir), profile.name)
-    states = {r.config_hash: state_of(r, mlruns.get(r.config_hash, []), records.get(r.config_hash)) for r in runs}
+    records = JobStore.at(args.workdir).records(profile.name)
+    states = {r.config_hash: state_of(mlruns.get(r.config_hash, []), records.get(r.config_hash)) for r in runs}
     by_row = {}
     for run in runs:
         for t, row in run.rows:
@@ -218,23 +104,19 @@ def require_local_gpus(profile, cluster) -> None:
                         "with gpus: 0")
 
 
-def _default_uri(args) -> str:
-    return tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
-
-
 # ---- run ------------------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
     from . import datasets
     from .clusters import check_against_slurm, load_cluster
     from .executor import submit
 
-    profile, tables, runs = _plan(args)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
     cluster = load_cluster(args.cluster)
     if args.parallel < 1:
         raise UserError(f"--parallel must be >= 1, got {args.parallel}")
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    uri = tracking.check(_default_uri(args))
+    uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
     gpus = profile.gpus
     if cluster.is_local and profile.processes > 1:
         raise UserError(f"profile {profile.name!r} trains each run in {profile.processes} processes; --cluster local "
@@ -248,15 +130,15 @@ def cmd_run(args) -> int:
     data_root = datasets.prepare(profile, workdir)
     cl = tracking.client(uri)
     mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
-    store = _store(workdir)
-    records = _profile_records(store, profile.name)
+    store = JobStore.at(workdir)
+    records = store.records(profile.name)
 
     finished, attached, todo = [], [], []
     for run in runs:
-        st = state_of(run, mlruns.get(run.config_hash, []), records.get(run.config_hash))
-        if st.state == "finished":
+        st = state_of(mlruns.get(run.config_hash, []), records.get(run.config_hash))
+        if st.state == State.FINISHED:
             finished.append(run)
-        elif st.state in ("running", "queued"):
+        elif st.state in ACTIVE:
             attached.append(run)
         else:
             todo.append(run)
@@ -283,7 +165,7 @@ def cmd_run(args) -> int:
     def resubmit(again: list[Run], records: dict[str, Any]) -> None:
         """Submit ``again`` (each counted against the cluster's ``max_requeues``)."""
         submitted = submit(cluster, work, [payload(r) for r in again], gpus, profile.processes)
-        store.update({f"{profile.name}:{s.config_hash}": {
+        store.save(profile.name, {s.config_hash: {
             **s.record(), "resubmits": (records.get(s.config_hash) or {}).get("resubmits", 0) + 1}
             for s in submitted})
         for s in submitted:
@@ -291,7 +173,7 @@ def cmd_run(args) -> int:
                           "system, it resumes from its last checkpoint")
 
     submitted = submit(cluster, work, [payload(r) for r in todo], gpus, profile.processes)
-    store.update({f"{profile.name}:{s.config_hash}": s.record() for s in submitted})
+    store.save(profile.name, {s.config_hash: s.record() for s in submitted})
     for s in submitted:
         console.print(f"submitted {s.config_hash} as {s.backend} job {s.job_id}")
     if args.no_wait:
@@ -310,27 +192,27 @@ def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None,
     last: dict[str, str] = {}
     start = time.time()
     while True:
-        records = _profile_records(store, profile)
+        records = store.records(profile)
         mlruns = tracking.runs_by_hash(cl, profile, {r.config_hash for r in runs})
-        states = {r.config_hash: state_of(r, mlruns.get(r.config_hash, []), records.get(r.config_hash))
+        states = {r.config_hash: state_of(mlruns.get(r.config_hash, []), records.get(r.config_hash))
                   for r in runs}
         for run in runs:
             st = states[run.config_hash]
             line = f"{st.state}: {st.detail}" if st.detail else st.state
             if last.get(run.config_hash) != line:
                 rows = ", ".join(f"{t}/{r}" for t, r in run.rows[:3]) + (" ..." if len(run.rows) > 3 else "")
-                colour = {"finished": "green", "failed": "red", "running": "cyan"}.get(st.state, "yellow")
+                colour = {State.FINISHED: "green", State.FAILED: "red", State.RUNNING: "cyan"}.get(st.state, "yellow")
                 console.print(f"[{colour}]{run.config_hash}[/] {escape(rows)}: {escape(line)}")
                 last[run.config_hash] = line
-        killed = [r for r in runs if states[r.config_hash].state == "killed"]
+        killed = [r for r in runs if states[r.config_hash].state == State.KILLED]
         again = [r for r in killed if (records.get(r.config_hash) or {}).get("resubmits", 0) < max_requeues]
         if again and resubmit is not None:
             resubmit(again, records)
             time.sleep(poll)
             continue
-        active = [h for h, s in states.items() if s.state in ("running", "queued")]
+        active = [h for h, s in states.items() if s.state in ACTIVE]
         if not active:
-            failed = [h for h, s in states.items() if s.state != "finished"]
+            failed = [h for h, s in states.items() if s.state != State.FINISHED]
             done = len(runs) - len(failed)
             console.print(f"[bold]{done}/{len(runs)} finished[/] in {time.time() - start:.0f} s"
                           + (f", {len(failed)} not finished: {', '.join(failed)}" if failed else ""))

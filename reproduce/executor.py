@@ -209,6 +209,39 @@ def slurm_user_uid() -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class JobState:
+    """What became of a run's job, the same for a local process and a SLURM job."""
+    job_id: str
+    backend: str                          # local | slurm
+    phase: str                            # waiting | started | ended
+    state: str = ""                       # the scheduler's word, lower case: "pending", "cancelled by 1000", "ended"
+    earlier_states: tuple[str, ...] = ()  # a requeued job's earlier ends, e.g. ("node_fail",)
+    result: str | None = None             # submitit's "success"/"error"; None when the job could not report
+    log_tail: str = ""
+    slurm_uid: str = ""                   # the uid slurmctld runs as (a cancel by it is SLURM's own)
+
+
+def job_state(record: dict[str, Any]) -> JobState:
+    """Ask the job's backend where its job is (as submitit's watchers do, one per backend)."""
+    job, backend = str(record["job_id"]), record.get("backend", "slurm")
+    if backend == "local":
+        if pid_alive(int(job)):
+            return JobState(job, backend, "started")
+        end = "ended"
+    else:
+        full = slurm_state(record)
+        word = full.split()[0]
+        if word in PENDING_SLURM:
+            earlier = tuple(h.lower() for h in slurm_history(record)[:-1] if h not in ("PENDING", "RUNNING"))
+            return JobState(job, backend, "waiting", word.lower(), earlier)
+        if word in RUNNING_SLURM:
+            return JobState(job, backend, "started", word.lower())
+        end = full.lower()
+    return JobState(job, backend, "ended", end, result=job_result_state(record), log_tail=job_log_tail(record),
+                    slurm_uid=slurm_user_uid() if end.startswith("cancelled") else "")
+
+
 def job_log_tail(record: dict[str, Any], lines: int = 8) -> str:
     folder = Path(record.get("folder", ""))
     job_id = record.get("job_id", "")

@@ -15,7 +15,6 @@ import subprocess
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 import submitit
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError, first_line
-from .profiles import Profile
-from .spec import Row, Table
+from .profiles import Profile, load_profile
+from .spec import SWEEPS_DIR, Row, Table, load_tables
 
 # Where each MuSu switch lands in the mmdet config.
 SWITCH_PATHS = {
@@ -215,3 +215,11 @@ def _cache_store(key: str, runs: list[Run]) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home only costs speed
+
+
+def plan_tables(profile: str, tables: str, sweeps: Path | None = None) -> tuple[Profile, list[Table], list[Run]]:
+    """The profile, the tables (``table1,table6`` or ``all``) and their runs, from the sweeps folder."""
+    sweeps = sweeps or SWEEPS_DIR
+    prof = load_profile(profile, sweeps)
+    tabs = load_tables(tables, sweeps)
+    return prof, tabs, Planner(prof).plan(tabs)

@@ -18,7 +18,9 @@ from typing import Any
 import jinja2
 
 from . import tracking
-from .commands import _default_uri, _plan, _profile_records, _store, state_of
+from .plan import plan_tables
+from .state import JobStore
+from .status import State, state_of
 from .spec import Table
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
@@ -88,14 +90,14 @@ class ReportTable:
 
 
 def gather(args, paper_only: bool) -> list[ReportTable]:
-    profile, tables, runs = _plan(args)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
     by_row = {(t, r): run for run in runs for t, r in run.rows}
     mlruns, records = {}, {}
     if not paper_only:
-        uri = tracking.check(_default_uri(args))
+        uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
         cl = tracking.client(uri)
         mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
-        records = _profile_records(_store(args.workdir), profile.name)
+        records = JobStore.at(args.workdir).records(profile.name)
     finished = finished_metrics(mlruns)
     out = []
     for table in tables:
@@ -113,7 +115,7 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
             # Seeds of a row are separate runs (their hashes differ by seed).
             seeds = [r.config_hash for r in runs if (table.name, row.name) in r.rows]
             agg = finished.loc[finished.index.isin(seeds)]
-            st = state_of(run, mlruns.get(run.config_hash, []), records.get(run.config_hash))
+            st = state_of(mlruns.get(run.config_hash, []), records.get(run.config_hash))
             for cell in cells:
                 if cell.metric not in agg:
                     continue
@@ -121,7 +123,7 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
                 if len(values):
                     cell.value = float(values.mean())
                     cell.std = float(values.std()) if len(values) > 1 else None
-            status = "finished" if len(agg) == len(seeds) else st.state
+            status = State.FINISHED if len(agg) == len(seeds) else st.state
             rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(agg), cells,
                                   row.switches))
         _mark_best(rows, paper_only)
@@ -134,9 +136,9 @@ def finished_metrics(mlruns: dict[str, list]) -> "pandas.DataFrame":
     import pandas as pd
     records = []
     for h, runs in mlruns.items():
-        done = tracking.finished_run(runs)
+        done = tracking.tracked(runs).finished
         if done is not None:
-            records.append({"config_hash": h, **done.data.metrics})
+            records.append({"config_hash": h, **done})
     return pd.DataFrame.from_records(records, index="config_hash") if records else \
         pd.DataFrame(index=pd.Index([], name="config_hash"))
 

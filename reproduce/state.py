@@ -17,6 +17,12 @@ from typing import Any, Iterator
 
 
 class JobStore:
+    """Records keyed ``PROFILE:HASH``: a config trains once per profile."""
+
+    @classmethod
+    def at(cls, workdir: Path) -> "JobStore":
+        return cls(Path(workdir) / ".reproduce" / "state")
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.path = self.root / "jobs.json"
@@ -53,3 +59,11 @@ class JobStore:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
             os.replace(tmp, self.path)
+
+    def records(self, profile: str) -> dict[str, Any]:
+        """This profile's records by config hash."""
+        return {k.split(":", 1)[1]: v for k, v in self.load().items() if k.startswith(profile + ":")}
+
+    def save(self, profile: str, records: dict[str, Any]) -> None:
+        """Store records by config hash under this profile."""
+        self.update({f"{profile}:{h}": r for h, r in records.items()})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -154,6 +155,33 @@ def finished_run(runs: list) -> Any | None:
         if run.info.status == "FINISHED":
             return run
     return None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The newest MLflow run of a config: how far it got and how it ended."""
+    run_id: str
+    status: str          # MLflow's RUNNING | FINISHED | FAILED | KILLED
+    progress: str        # "120/200", or "starting"
+    state_tag: str       # what the job itself recorded: finished | failed | interrupted | ...
+    error: str
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """What MLflow holds of one config: the metrics of a finished run, if any, and the newest attempt."""
+    finished: dict[str, float] | None
+    latest: Attempt | None
+
+
+def tracked(runs: list) -> Tracked:
+    """``runs``: one config's MLflow runs, newest first (``runs_by_hash``)."""
+    done = finished_run(runs)
+    latest = runs[0] if runs else None
+    return Tracked(dict(done.data.metrics) if done is not None else None,
+                   Attempt(latest.info.run_id, latest.info.status, latest.data.tags.get(TAG_PROGRESS, "starting"),
+                           latest.data.tags.get(TAG_STATE, ""), latest.data.tags.get(TAG_ERROR, ""))
+                   if latest is not None else None)
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, str]:

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 from mmdet.models.dense_heads import FCOSHead
-from mmdet.models.utils import filter_scores_and_topk, multi_apply
+from mmdet.models.utils import filter_scores_and_topk
 from mmdet.registry import MODELS
 from mmdet.utils import reduce_mean
 from mmengine.structures import InstanceData
@@ -108,7 +108,7 @@ class MuSuHead(FCOSHead):
 
     # ---- flattening: level-major, then location, then anchor ------------------------------
     def _flatten(self, cls_scores: List[Tensor], distances: List[Tensor], objectness: List[Tensor]):
-        b, a, c = cls_scores[0].shape[0], self.num_anchors, self.cls_out_channels
+        b, c = cls_scores[0].shape[0], self.cls_out_channels
         cls = torch.cat([s.permute(0, 2, 3, 1).reshape(b, -1, c) for s in cls_scores], 1)
         dist = torch.cat([d.permute(0, 2, 3, 1).reshape(b, -1, 4) for d in distances], 1)
         obj = torch.cat([o.permute(0, 2, 3, 1).reshape(b, -1) for o in objectness], 1)

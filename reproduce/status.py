@@ -1,0 +1,134 @@
+"""Where a run stands: one vocabulary (``State``) and one pure classifier.
+
+Two sources decide a run's state: what MLflow holds of it
+(``tracking.Tracked``: finished? its latest attempt's status, progress and
+error) and what became of its job (``executor.JobState``: waiting, started or
+ended, and how it ended). ``classify`` turns those two plain records into a
+``RunState`` and touches neither SLURM nor MLflow, so every combination is
+unit-tested in milliseconds (tests/test_status.py); ``state_of`` gathers the
+two records and calls it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .executor import JobState
+    from .tracking import Tracked
+
+
+class State(str, Enum):
+    PENDING = "pending"          # never submitted
+    QUEUED = "queued"            # submitted, not training yet (or requeued)
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"            # its own code failed, or its user cancelled it
+    INTERRUPTED = "interrupted"  # an MLflow run that no job holds any more
+    KILLED = "killed"            # its job was stopped by the system; `reproduce run` submits it again
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+ACTIVE = frozenset({State.QUEUED, State.RUNNING})
+
+
+@dataclass
+class RunState:
+    state: State
+    detail: str = ""
+    metrics: dict | None = None
+
+
+# How a SLURM job ends when the system, not the run, stopped it.
+SYSTEM_ENDS = {"node_fail": "ended in NODE_FAIL", "boot_fail": "ended in BOOT_FAIL",
+               "preempted": "was preempted and not requeued", "deadline": "reached its deadline"}
+
+
+def killed_by_system(job: JobState, own_error: bool, my_uid: str | None = None) -> str:
+    """Why a job that ended without finishing its run was stopped by the system
+    (a dead node, a step SLURM killed while the node recovered, a cancel by
+    slurmctld), or "" when the run failed in its own code or its user cancelled
+    it. A job that died in its own code leaves an error: submitit's result
+    pickle, or the MLflow run's failed state. One killed from outside leaves
+    neither."""
+    if own_error:
+        return ""
+    state = job.state.split()[0] if job.state else "ended"
+    if state in SYSTEM_ENDS:
+        return SYSTEM_ENDS[state]
+    if state == "cancelled":
+        by = job.state.split(" by ")[-1].strip() if " by " in job.state else ""
+        me = my_uid if my_uid is not None else str(os.getuid())
+        if not by or (by == job.slurm_uid and by != me):
+            return "was cancelled by SLURM itself"
+        return ""  # scancel by the user (or an admin)
+    if state in ("failed", "ended") and job.result is None:
+        return "was killed before it could report (no result, no error in MLflow)"
+    return ""
+
+
+def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) -> RunState:
+    """A run's state from its tracked run and its job.
+
+    1. A finished MLflow run settles it, whatever the job says.
+    2. No job: an MLflow run left behind is ``interrupted``; nothing is ``pending``.
+    3. A job still waiting is ``queued``; a started one is ``running``, except a
+       local process still waiting for a free slot (its MLflow run not yet running).
+       The job, not MLflow, decides: a run left RUNNING by a dead node's process
+       must not read as running while SLURM holds the requeued job.
+    4. An ended job is ``killed`` when the system stopped it, else ``failed``,
+       with the error the run recorded or the end of its log.
+    """
+    if tracked.finished is not None:
+        return RunState(State.FINISHED, f"AP {tracked.finished.get('AP', float('nan')):.1f}", dict(tracked.finished))
+    latest = tracked.latest
+    if job is None:
+        if latest is not None:
+            return RunState(State.INTERRUPTED, f"MLflow run {latest.run_id[:8]} is {latest.status.lower()}, "
+                            "no job holds it (`reproduce run` resumes it)")
+        return RunState(State.PENDING)
+    progress = latest.progress if latest is not None else "starting"
+    if job.phase == "waiting":
+        again = (f" (requeued after {', '.join(job.earlier_states)}; it resumes from its last checkpoint)"
+                 if job.earlier_states else "")
+        return RunState(State.QUEUED, f"SLURM job {job.job_id} {job.state}{again}")
+    if job.phase == "started":
+        if job.backend == "local":
+            if latest is not None and latest.status == "RUNNING":
+                return RunState(State.RUNNING, f"iter {progress} (local job {job.job_id})")
+            return RunState(State.QUEUED, f"local job {job.job_id} waiting for a free slot")
+        return RunState(State.RUNNING, f"iter {progress} (SLURM job {job.job_id})")
+    own_error = latest is not None and latest.state_tag in ("failed", "interrupted")
+    why = killed_by_system(job, own_error, my_uid)
+    if why:
+        return RunState(State.KILLED, f"job {job.job_id} {why}; `reproduce run` submits it again, resuming from "
+                        "its last checkpoint")
+    reason = (latest.error if latest is not None else "") or job.log_tail
+    cause = f"job {job.job_id} {job.state}"
+    return RunState(State.FAILED, f"{cause}: {last_lines(reason)}" if reason else cause)
+
+
+def state_of(mlruns: list, record: dict[str, Any] | None) -> RunState:
+    """``classify`` of a run's MLflow runs (newest first) and its job record."""
+    from .executor import job_state
+    from .tracking import tracked
+    return classify(tracked(mlruns), job_state(record) if record is not None else None)
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?.*$")
+
+
+def last_lines(text: str, n: int = 3) -> str:
+    """The cause of a failure, on one line: every exception a traceback names
+    (a chained one too: a time-out raised inside a library's own handler
+    surfaces as that library's error), else the log's last lines."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    errors = list(dict.fromkeys(ln for ln in lines if EXCEPTION_LINE.match(ln)))
+    if errors:
+        return " <- ".join(e[:300] for e in reversed(errors))
+    return " | ".join(lines[-n:])

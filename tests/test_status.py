@@ -1,0 +1,131 @@
+"""Where a run stands, from what MLflow holds of it and what became of its
+job. ``classify`` is pure: every combination is checked here in milliseconds,
+with no SLURM and no MLflow. ``run`` submits a ``killed`` row again (the
+system stopped its job: a dead node, a step SLURM killed while the node
+recovered, a cancel by slurmctld), never a ``failed`` one (its own code
+failed, or its user cancelled it)."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from reproduce.executor import JobState, job_state
+from reproduce.status import ACTIVE, State, classify, last_lines
+from reproduce.tracking import Attempt, Tracked
+
+ME, SLURM = "1000", "64030"
+NOTHING = Tracked(None, None)
+
+
+def attempt(status="RUNNING", progress="120/200", state_tag="", error=""):
+    return Tracked(None, Attempt("0123456789abcdef", status, progress, state_tag, error))
+
+
+def local(phase, **kw):
+    return JobState("4242", "local", phase, **kw)
+
+
+def slurm(phase, state, **kw):
+    return JobState("42", "slurm", phase, state, **kw)
+
+
+def test_a_finished_run_is_finished_whatever_its_job_says():
+    done = Tracked({"AP": 41.23}, Attempt("r", "FINISHED", "200/200", "finished", ""))
+    for job in (None, local("started"), slurm("ended", "node_fail"), slurm("waiting", "pending")):
+        st = classify(done, job, ME)
+        assert (st.state, st.detail, st.metrics) == (State.FINISHED, "AP 41.2", {"AP": 41.23})
+
+
+def test_without_a_job_a_run_is_pending_or_interrupted():
+    assert classify(NOTHING, None, ME).state == State.PENDING
+    st = classify(attempt("FAILED"), None, ME)
+    assert st.state == State.INTERRUPTED and "MLflow run 01234567 is failed" in st.detail
+
+
+@pytest.mark.parametrize("mlflow_status, expected", [("RUNNING", State.RUNNING), ("FAILED", State.QUEUED)])
+def test_a_live_local_process_runs_once_its_mlflow_run_does(mlflow_status, expected):
+    st = classify(attempt(mlflow_status), local("started"), ME)
+    assert st.state == expected
+    assert st.detail == ("iter 120/200 (local job 4242)" if expected == State.RUNNING
+                         else "local job 4242 waiting for a free slot")
+    assert classify(NOTHING, local("started"), ME).state == State.QUEUED
+
+
+def test_slurm_decides_over_a_stale_mlflow_run():
+    # a node died with the run RUNNING in MLflow; SLURM requeued the job: queued, not running
+    st = classify(attempt("RUNNING"), slurm("waiting", "pending", earlier_states=("node_fail",)), ME)
+    assert st.state == State.QUEUED
+    assert st.detail == ("SLURM job 42 pending (requeued after node_fail; it resumes from its last checkpoint)")
+    st = classify(attempt("FAILED"), slurm("started", "running"), ME)
+    assert (st.state, st.detail) == (State.RUNNING, "iter 120/200 (SLURM job 42)")
+    assert classify(NOTHING, slurm("started", "running"), ME).detail == "iter starting (SLURM job 42)"
+
+
+@pytest.mark.parametrize("state", ["node_fail", "boot_fail", "preempted", "deadline"])
+def test_system_ends_are_killed(state):
+    st = classify(attempt("RUNNING"), slurm("ended", state, result=None), ME)
+    assert st.state == State.KILLED and "submits it again" in st.detail
+
+
+@pytest.mark.parametrize("cancel", ["cancelled", f"cancelled by {SLURM}"])
+def test_a_cancel_by_slurm_itself_is_killed(cancel):
+    assert classify(attempt(), slurm("ended", cancel, slurm_uid=SLURM), ME).state == State.KILLED
+
+
+def test_a_users_cancel_is_a_failure():
+    st = classify(attempt(), slurm("ended", f"cancelled by {ME}", slurm_uid=SLURM), ME)
+    assert (st.state, st.detail) == (State.FAILED, f"job 42 cancelled by {ME}")
+    # on a cluster where SLURM runs as the user, a cancel by that uid is the user's
+    assert classify(attempt(), slurm("ended", f"cancelled by {ME}", slurm_uid=ME), ME).state == State.FAILED
+
+
+def test_a_job_killed_without_a_word_is_killed():
+    # the CI failure: a requeued job's step killed while the node recovered: FAILED, no result, no MLflow error
+    assert "no result" in classify(attempt(), slurm("ended", "failed", result=None), ME).detail
+    assert classify(attempt(), local("ended", state="ended", result=None), ME).state == State.KILLED
+
+
+@pytest.mark.parametrize("job", [slurm("ended", "failed", result="error"), local("ended", state="ended", result="error")])
+def test_an_error_of_its_own_is_a_failure(job):
+    assert classify(attempt(), job, ME).state == State.FAILED
+
+
+def test_a_failure_recorded_in_mlflow_wins_and_names_its_exceptions():
+    error = ("Traceback (most recent call last):\n  ...\nTimeoutError: the config printer took too long\n"
+             "\nDuring handling ...\nRuntimeError: mmengine could not print the config")
+    st = classify(attempt("FAILED", state_tag="failed", error=error), slurm("ended", "failed", result=None), ME)
+    assert st.state == State.FAILED
+    assert st.detail == ("job 42 failed: RuntimeError: mmengine could not print the config <- "
+                         "TimeoutError: the config printer took too long")
+
+
+def test_without_an_error_the_log_tail_explains_a_failure():
+    st = classify(attempt(), slurm("ended", "failed", result="error", log_tail="a\nb\nc\nd"), ME)
+    assert st.detail == "job 42 failed: b | c | d"
+
+
+@pytest.mark.parametrize("state", ["timeout", "out_of_memory", "completed"])
+def test_ends_the_run_itself_caused_are_failures(state):
+    assert classify(attempt(), slurm("ended", state, result=None), ME).state == State.FAILED
+
+
+def test_the_states_read_as_their_words():
+    assert f"{State.QUEUED}" == "queued" and str(State.KILLED) == "killed" and State.FINISHED == "finished"
+    assert ACTIVE == {State.QUEUED, State.RUNNING}
+
+
+def test_an_ended_local_job_reads_its_result(tmp_path):
+    """The executor's half: the result submitit writes when the job's own code
+    returns or raises, and nothing when the process was killed first."""
+    import subprocess
+    reported, silent = (subprocess.Popen(["true"]) for _ in range(2))
+    reported.wait(), silent.wait()  # both ended and reaped
+    (tmp_path / f"{reported.pid}_0_result.pkl").write_bytes(pickle.dumps(("error", "Traceback ...")))
+    st = job_state(dict(backend="local", job_id=str(reported.pid), folder=str(tmp_path)))
+    assert (st.phase, st.state, st.result) == ("ended", "ended", "error")
+    assert job_state(dict(backend="local", job_id=str(silent.pid), folder=str(tmp_path))).result is None
+
+
+def test_last_lines_without_an_exception_are_the_logs_end():
+    assert last_lines("one\ntwo\nthree\nfour") == "two | three | four"
