@@ -46,10 +46,6 @@ class Run:
     gpu_hours: float = 0.0
     max_iters: int = 0
 
-    @property
-    def first_row(self) -> tuple[str, str]:
-        return self.rows[0]
-
     def to_json(self) -> dict[str, Any]:
         return dict(config_hash=self.config_hash, config=self.config_name, profile=self.profile, seed=self.seed,
                     rows=[f"{t}/{r}" for t, r in self.rows], overrides=self.options,

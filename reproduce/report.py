@@ -28,7 +28,6 @@ HEADERS = {"AP": "AP", "AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$"
            "APl": "AP$_L$", "params": "\\#Params", "flops": "FLOPs", "fps": "FPS"}
 MD_HEADERS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": "APl",
               "params": "#Params", "flops": "FLOPs", "fps": "FPS"}
-LOWER_IS_BETTER = {"params", "flops"}
 
 
 def fmt(metric: str, value: float | None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,6 @@ class Table:
     rows: list[Row]
     file: str
     eval_split: str | None = None
-    groups: list[str | None] = field(default_factory=list)
 
 
 def _fmt(template: str, values: dict[str, Any], file: str, row: str) -> str:
@@ -195,7 +194,7 @@ def _check_paper(values: Any, columns: list[str], file: str, row: str) -> dict[s
     return out
 
 
-def _expand(raw: dict, defaults: dict, columns: list[str], file: str, position: int) -> list[tuple[dict, dict]]:
+def _expand(raw: dict, file: str, position: int) -> list[tuple[dict, dict]]:
     """(switch values for the name template, raw row) per expanded row."""
     label = str(raw.get("name", f"#{position + 1}"))
     grid, zipped = raw.get("grid"), raw.get("zip")
@@ -276,7 +275,7 @@ def parse_table(data: Any, file: str) -> Table:
                             hint=f"known: {', '.join(sorted(ROW_KEYS))}")
         if not isinstance(raw.get("name"), str) or not raw["name"].strip():
             raise UserError("every row needs a name (a string)", file=file, row=f"#{position + 1}", field="name")
-        for values, row in _expand(raw, defaults, columns, file, position):
+        for values, row in _expand(raw, file, position):
             rows.append(_make_row(name, len(rows), row, values, defaults, columns, file))
             if rows[-1].name in seen:
                 raise UserError("duplicate row name", file=file, row=rows[-1].name, field="name",

@@ -110,7 +110,7 @@ def test_several_anchors_per_point():
 
 def _reference(cls_prob, boxes, points, gts, labels, alpha, b, theta, tau_cls, tau_ratio, hard):
     """Procedure 1 read literally, with Python loops."""
-    from musu.core.assign import box_iou_pairwise
+    from musu.core.boxes import iou_pairwise as box_iou_pairwise
     n, g = cls_prob.shape[0], gts.shape[0]
     ious = box_iou_pairwise(boxes, gts)
     owner = [-1] * n

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .boxes import iou_aligned
+
 CRITERIA = ("mutual", "cls", "reg")
 
 
@@ -20,8 +22,8 @@ class MutualAssignResult:
 
     ``gt_inds[i]`` is the object whose candidate bag holds anchor i (-1: none);
     ``cls_weights``/``reg_weights`` are Eq. 4's w (0 outside every bag);
-    ``bag_sizes[j]`` is |C_j|. ``cls_ranks``/``reg_ranks`` (-1 outside bags) and
-    ``ious`` are kept for inspection and plots.
+    ``bag_sizes[j]`` is |C_j|; ``cls_ranks``/``reg_ranks`` are the mutual
+    ranks of Eq. 6 (-1 outside bags).
     """
 
     gt_inds: torch.Tensor
@@ -30,32 +32,6 @@ class MutualAssignResult:
     bag_sizes: torch.Tensor
     cls_ranks: torch.Tensor
     reg_ranks: torch.Tensor
-    ious: torch.Tensor
-
-    @property
-    def pos_mask(self) -> torch.Tensor:
-        return self.gt_inds >= 0
-
-
-def box_iou_pairwise(boxes: torch.Tensor, gts: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    """IoU of every box with every ground truth, [N, G] (x1y1x2y2)."""
-    area_b = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    area_g = (gts[:, 2] - gts[:, 0]).clamp(min=0) * (gts[:, 3] - gts[:, 1]).clamp(min=0)
-    lt = torch.maximum(boxes[:, None, :2], gts[None, :, :2])
-    rb = torch.minimum(boxes[:, None, 2:], gts[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_b[:, None] + area_g[None, :] - inter
-    return inter / union.clamp(min=eps)
-
-
-def box_iou_aligned(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    """IoU of a[k] with b[k], [K] (x1y1x2y2)."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    return inter / (area_a + area_b - inter).clamp(min=eps)
 
 
 def rank_within_groups(group: torch.Tensor, values: torch.Tensor, num_groups: int) -> torch.Tensor:
@@ -101,8 +77,9 @@ def mutual_assign(
 
     ``cls_prob`` [N, C] is the final classification probability, ``pred_boxes``
     [N, 4] the decoded boxes, ``points`` [N, 2] the anchor locations, ``gt_boxes``
-    [G, 4] and ``gt_labels`` [G] the objects. See the package README for the
-    exact semantics; the weights carry no gradient.
+    [G, 4] and ``gt_labels`` [G] the objects. The steps follow Section 3:
+    bags (Eq. 1-2), mutual ranks (Eq. 6), weights (Eq. 4); the weights carry
+    no gradient.
     """
     if criteria not in CRITERIA:
         raise ValueError(f"criteria must be one of {CRITERIA}, got {criteria!r}")
@@ -120,7 +97,7 @@ def mutual_assign(
     zeros = torch.zeros(n, dtype=dtype, device=device)
     if g == 0 or n == 0:
         return MutualAssignResult(gt_inds, zeros, zeros.clone(), torch.zeros(g, dtype=torch.long, device=device),
-                                  gt_inds.clone(), gt_inds.clone(), zeros.clone())
+                                  gt_inds.clone(), gt_inds.clone())
 
     gt_boxes = gt_boxes.to(dtype)
     x, y = points[:, 0:1], points[:, 1:2]
@@ -129,7 +106,7 @@ def mutual_assign(
     # IoU only for (anchor, object) pairs whose box contains the point: a few
     # per anchor, instead of the full [N, G] matrix.
     pair_i, pair_j = inside.nonzero(as_tuple=True)
-    pair_iou = box_iou_aligned(pred_boxes[pair_i], gt_boxes[pair_j])
+    pair_iou = iou_aligned(pred_boxes[pair_i], gt_boxes[pair_j])
     # A_j: the object of highest IoU among the boxes containing the point;
     # ties go to the lowest object index.
     best_iou = torch.full((n,), -1.0, dtype=dtype, device=device).scatter_reduce(0, pair_i, pair_iou, reduce="amax")
@@ -168,6 +145,4 @@ def mutual_assign(
     reg_w[cand] = ranks_to_weights(r_reg, t_reg, hard)
     cls_ranks, reg_ranks = gt_inds.new_full((n,), -1), gt_inds.new_full((n,), -1)
     cls_ranks[cand], reg_ranks[cand] = r_cls, r_reg
-    anchor_iou = zeros.clone()
-    anchor_iou[in_some_box] = best_iou[in_some_box].clamp(min=0)
-    return MutualAssignResult(gt_inds, cls_w, reg_w, bag_sizes, cls_ranks, reg_ranks, anchor_iou)
+    return MutualAssignResult(gt_inds, cls_w, reg_w, bag_sizes, cls_ranks, reg_ranks)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .boxes import area, intersection
+
 _EPS = 1e-12
 
 
@@ -52,13 +54,8 @@ def mutual_focal_loss(
 
 def giou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Per-box 1 - GIoU [M] for aligned x1y1x2y2 boxes."""
-    area_p = (pred[:, 2] - pred[:, 0]).clamp(min=0) * (pred[:, 3] - pred[:, 1]).clamp(min=0)
-    area_t = (target[:, 2] - target[:, 0]).clamp(min=0) * (target[:, 3] - target[:, 1]).clamp(min=0)
-    lt = torch.maximum(pred[:, :2], target[:, :2])
-    rb = torch.minimum(pred[:, 2:], target[:, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    union = (area_p + area_t - inter).clamp(min=eps)
+    inter = intersection(pred, target)
+    union = (area(pred) + area(target) - inter).clamp(min=eps)
     iou = inter / union
     elt = torch.minimum(pred[:, :2], target[:, :2])
     erb = torch.maximum(pred[:, 2:], target[:, 2:])
