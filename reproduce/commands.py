@@ -22,6 +22,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_plan(args) -> int:
+    from musu.core.switches import Switches
     profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
     total = sum(r.gpu_hours for r in runs)
     shared = [r for r in runs if len(r.rows) > 1]
@@ -35,7 +36,8 @@ def cmd_plan(args) -> int:
     for col in ("hash", "rows", "config", "overrides", "GPU-h"):
         out.add_column(col)
     for run in runs:
-        switches = {k.rsplit(".", 1)[-1]: v for k, v in run.options.items() if k.startswith("model.bbox_head")}
+        switches = {name: run.options[Switches.config_path(name)] for name in Switches.names()
+                    if Switches.config_path(name) in run.options}
         out.add_row(run.config_hash, "\n".join(f"{t}/{r}" for t, r in run.rows), run.config_name,
                     ", ".join(f"{k}={_short(v)}" for k, v in switches.items()) or "-", f"{run.gpu_hours:.1f}")
     Console(highlight=False).print(out)

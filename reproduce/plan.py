@@ -19,20 +19,6 @@ from .errors import UserError, first_line
 from .profiles import Profile, load_profile
 from .spec import SWEEPS_DIR, Row, Table, load_tables
 
-# Where each MuSu switch lands in the mmdet config.
-SWITCH_PATHS = {
-    "alpha": "model.bbox_head.assigner.alpha",
-    "criteria": "model.bbox_head.assigner.criteria",
-    "b": "model.bbox_head.assigner.b",
-    "theta": "model.bbox_head.assigner.theta",
-    "tau_cls": "model.bbox_head.assigner.tau_cls",
-    "tau_ratio": "model.bbox_head.assigner.tau_ratio",
-    "hard": "model.bbox_head.assigner.hard",
-    "num_anchors": "model.bbox_head.num_anchors",
-    "beta": "model.bbox_head.beta",
-}
-
-
 @dataclass
 class Run:
     """One training run: the rows it serves, its config and its identity."""
@@ -111,8 +97,9 @@ class Planner:
             options.update(self.profile.patches[patch])
         options.update(self.profile.cfg_options)
         options.update(dataset_options(self.profile))
+        from musu.core.switches import Switches
         for switch, value in sorted(row.switches.items()):
-            options[SWITCH_PATHS[switch]] = value
+            options[Switches.config_path(switch)] = value
         options["randomness"] = dict(seed=seed, deterministic=False)
         return choice.config, options
 
@@ -124,6 +111,7 @@ class Planner:
             raise UserError(f"the overrides do not merge into config {config_name}: {first_line(exc)}",
                             file=self.profile.file, field="cfg_options",
                             hint="a dict replacing a non-dict value needs _delete_: true") from None
+        _spell_out_switches(cfg, self.profile.file)
         return cfg
 
     def plan(self, tables: list[Table]) -> list[Run]:
@@ -174,6 +162,23 @@ class Planner:
         anchors = int(row.switches.get("num_anchors", 1))
         factor = 1.0 + float(cost.get("per_extra_anchor", 0.0)) * (anchors - 1)
         return iters * self.profile.sec_per_iter(row.backbone) * factor * max(self.profile.gpus, 1) / 3600.0
+
+
+def _spell_out_switches(cfg, file: str) -> None:
+    """Write every MuSu switch into the config, defaults included: a row that
+    sets alpha=1/3 and one that leaves it alone are one run (one hash), and the
+    tracked params name every setting."""
+    head = cfg.get("model", {}).get("bbox_head", {})
+    if head.get("type") != "MuSuHead":
+        return
+    from musu.core.switches import Switches
+    given = {k: head[k] for k in ("num_anchors", "beta") if head.get(k) is not None}
+    try:
+        switches = Switches(**dict(head.get("assigner") or {}), **given)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"MuSu switches: {first_line(exc)}", file=file, field="cfg_options") from None
+    head["assigner"] = switches.assigner()
+    head["num_anchors"], head["beta"] = switches.num_anchors, switches.beta
 
 
 def _mmdet_version() -> str:

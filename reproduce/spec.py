@@ -7,10 +7,8 @@ short; the expanded rows must match the paper's table row for row.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,81 +21,22 @@ METHODS = ("musu", "fcos", "fcospp", "atss", "paa", "autoassign", "freeanchor", 
 BACKBONES = ("r50", "r101", "r101-dcn")
 SCHEDULES = ("1x", "2x")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "params", "flops", "fps")
-CRITERIA = ("mutual", "cls", "reg")
 TABLE_KEYS = {"table", "title", "caption", "columns", "defaults", "rows", "eval_split"}
 ROW_KEYS = {"name", "label", "section", "method", "backbone", "schedule", "set", "paper", "reference", "train",
             "seeds", "grid", "zip"}
 DEFAULT_KEYS = ROW_KEYS - {"name", "label", "paper", "grid", "zip"}
 
 
+# The switches a row may set, their defaults and checks: musu.core.switches
+# (imported lazily; it needs no torch, but the planner should not pay for musu).
+def _switches():
+    from musu.core.switches import Switches
+    return Switches
+
+
 def _number(value: Any) -> float:
-    """Floats, ints and fraction strings ("1/3") as the paper writes alpha."""
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    if isinstance(value, (int, float)):
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite number, got {value}")
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(Fraction(value.strip()))
-        except (ValueError, ZeroDivisionError):
-            pass
-    raise ValueError(f"expected a number or a fraction such as 1/3, got {value!r}")
-
-
-def _in_range(lo, hi, lo_open=False, hi_open=False):
-    def check(v):
-        x = _number(v)
-        if (x < lo or (lo_open and x == lo)) or (x > hi or (hi_open and x == hi)):
-            lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-            raise ValueError(f"must lie in {lb}{lo}, {hi}{rb}, got {v}")
-        return x
-    return check
-
-
-def _positive(v):
-    x = _number(v)
-    if x <= 0:
-        raise ValueError(f"must be positive, got {v}")
-    return x
-
-
-def _tau(v):
-    return None if v is None else _positive(v)
-
-
-def _anchors(v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"#A must be an integer >= 1, got {v!r}")
-    return v
-
-
-def _bool(v):
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
-
-
-def _criteria(v):
-    if v not in CRITERIA:
-        raise ValueError(f"must be one of {', '.join(CRITERIA)}, got {v!r}")
-    return v
-
-
-# The MuSu switches a row may set, each with its check, and where it lands in
-# the mmdet config (see reproduce.plan).
-SWITCHES = {
-    "alpha": _in_range(0.0, 1.0),
-    "criteria": _criteria,
-    "b": _in_range(0.0, 1.0, lo_open=True, hi_open=True),
-    "theta": _positive,
-    "tau_cls": _tau,
-    "tau_ratio": _positive,
-    "hard": _bool,
-    "num_anchors": _anchors,
-    "beta": lambda v: _in_range(0.0, 1e3)(v),
-}
+    from musu.core.switches import _number as number
+    return number(value)
 
 
 @dataclass(frozen=True)
@@ -146,7 +85,7 @@ def _fmt(template: str, values: dict[str, Any], file: str, row: str) -> str:
             raise UserError(f"placeholder {{{key}}} names no grid or zip key of this row", file=file, row=row,
                             field="name", hint=f"placeholders available here: {sorted(values) or 'none'}")
         return _label(values[key])
-    return re.sub(r"\{(" + "|".join(SWITCHES) + r")\}", fill, template)
+    return re.sub(r"\{(" + "|".join(_switches().names()) + r")\}", fill, template)
 
 
 def _label(v: Any) -> str:
@@ -158,13 +97,14 @@ def _check_switches(values: Any, file: str, row: str, where: str) -> dict[str, A
         return {}
     if not isinstance(values, dict):
         raise UserError(f"expected a mapping of switches, got {type(values).__name__}", file=file, row=row, field=where)
+    switches = _switches()
     out = {}
     for key, value in values.items():
-        if key not in SWITCHES:
+        if key not in switches.names():
             raise UserError(f"unknown switch {key!r}", file=file, row=row, field=f"{where}.{key}",
-                            hint=f"known switches: {', '.join(SWITCHES)}")
+                            hint=f"known switches: {', '.join(switches.names())}")
         try:
-            out[key] = SWITCHES[key](value)
+            out[key] = switches.check(key, value)
         except (ValueError, TypeError) as exc:
             raise UserError(str(exc), file=file, row=row, field=f"{where}.{key}") from None
     return out
@@ -207,9 +147,9 @@ def _expand(raw: dict, file: str, position: int) -> list[tuple[dict, dict]]:
     if not isinstance(spread, dict) or not spread:
         raise UserError("expected a non-empty mapping of switch to list of values", file=file, row=label, field=kind)
     for key, values in spread.items():
-        if key not in SWITCHES:
+        if key not in _switches().names():
             raise UserError(f"unknown switch {key!r}", file=file, row=label, field=f"{kind}.{key}",
-                            hint=f"known switches: {', '.join(SWITCHES)}")
+                            hint=f"known switches: {', '.join(_switches().names())}")
         if not isinstance(values, list) or not values:
             raise UserError("expected a non-empty list of values", file=file, row=label, field=f"{kind}.{key}")
     keys = list(spread)

@@ -32,8 +32,12 @@ def test_paper_settings():
     assert r50.model.test_cfg.score_thr == 0.05 and r50.model.test_cfg.nms.iou_threshold == 0.6
     assert any(t["type"] == "RandomFlip" for t in r50.train_dataloader.dataset.pipeline)
     head = r50.model.bbox_head
-    assert head.type == "MuSuHead" and head.assigner.alpha == pytest.approx(1 / 3) and head.beta == 4.0
-    assert head.assigner.b == 0.1 and head.assigner.tau_cls is None and head.assigner.tau_ratio == 2.0
+    assert head.type == "MuSuHead"
+    from musu.models.musu_head import MuSuHead
+    built = MuSuHead(**{k: v for k, v in head.to_dict().items() if k != "type"})
+    s = built.switches  # the paper's settings, from musu.core.switches
+    assert s.alpha == pytest.approx(1 / 3) and s.beta == 4.0 and s.b == 0.1 and s.tau_cls is None
+    assert s.tau_ratio == 2.0 and s.num_anchors == 1 and (built.focal_alpha, built.focal_gamma) == (0.25, 2.0)
     r101 = load_config("musu_r101_ms-640-800_2x_coco")
     assert r101.model.backbone.depth == 101 and r101.model.bbox_head.num_anchors == 3
     assert r101.train_cfg.max_iters == 180000 and r101.param_scheduler[1].milestones == [120000, 160000]

@@ -78,8 +78,8 @@ def test_loss_contract(num_anchors):
 def test_ablation_switches_reach_the_assigner():
     head = build_head(assigner=dict(alpha=1.0, criteria="cls", b=0.2, tau_cls=5.0, tau_ratio=1.0, hard=True),
                       beta=2.0)
-    assert head.assigner_cfg == dict(alpha=1.0, criteria="cls", b=0.2, theta=4.0, tau_cls=5.0, tau_ratio=1.0,
-                                     hard=True)
+    assert head.switches.assigner() == dict(alpha=1.0, criteria="cls", b=0.2, theta=4.0, tau_cls=5.0,
+                                            tau_ratio=1.0, hard=True)
     assert head.beta == 2.0
     with pytest.raises(ValueError, match="unknown MuSu assigner fields"):
         build_head(assigner=dict(alfa=1.0))

@@ -1,7 +1,7 @@
 # MuSu R-50 1x (Tables 1-5 and 7): FCOS's network with implicit objectness,
-# trained by mutual supervision. Every ablation switch is a field of bbox_head:
-#   assigner.alpha / criteria / b / theta / tau_cls / tau_ratio / hard,
-#   num_anchors (#A), beta.
+# trained by mutual supervision. The ablation switches (assigner.alpha / criteria
+# / b / theta / tau_cls / tau_ratio / hard, num_anchors, beta) default to the
+# paper's, defined in musu.core.switches; Eq. 7's focal settings are loss_cls's.
 _base_ = './_base_/fcos_r50_caffe_90k.py'
 
 custom_imports = dict(imports=['musu.models'], allow_failed_imports=False)
@@ -18,11 +18,7 @@ model = dict(
         norm_cfg=dict(type='GN', num_groups=32, requires_grad=True),
         centerness_on_reg=True,
         dcn_on_last_conv=False,
-        num_anchors=1,
         anchor_seed=0,
-        assigner=dict(alpha=1.0 / 3, criteria='mutual', b=0.1, theta=4.0, tau_cls=None, tau_ratio=2.0, hard=False),
-        beta=4.0,
-        focal_alpha=0.25,
-        focal_gamma=2.0,
+        assigner=dict(),  # the paper's settings: musu.core.switches.Switches
         loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
         loss_bbox=dict(type='GIoULoss', loss_weight=1.0)))

@@ -7,13 +7,14 @@ and 60k anchors is a handful of [N, G] tensor operations and one sort.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .boxes import iou_aligned
+from .switches import Switches
 
-CRITERIA = ("mutual", "cls", "reg")
+DEFAULTS = Switches()
 
 
 @dataclass
@@ -64,31 +65,21 @@ def mutual_assign(
     points: torch.Tensor,
     gt_boxes: torch.Tensor,
     gt_labels: torch.Tensor,
-    *,
-    alpha: float = 1.0 / 3.0,
-    b: float = 0.1,
-    theta: float = 4.0,
-    criteria: str = "mutual",
-    tau_cls: float | None = None,
-    tau_ratio: float = 2.0,
-    hard: bool = False,
+    switches: Switches | None = None,
+    **overrides,
 ) -> MutualAssignResult:
     """Candidate bags, mutual rankings and loss weights for one image.
 
     ``cls_prob`` [N, C] is the final classification probability, ``pred_boxes``
     [N, 4] the decoded boxes, ``points`` [N, 2] the anchor locations, ``gt_boxes``
-    [G, 4] and ``gt_labels`` [G] the objects. The steps follow Section 3:
+    [G, 4] and ``gt_labels`` [G] the objects; ``switches`` (or single fields
+    of it as keywords, ``alpha=1.0``) the paper's settings. The steps follow Section 3:
     bags (Eq. 1-2), mutual ranks (Eq. 6), weights (Eq. 4); the weights carry
     no gradient.
     """
-    if criteria not in CRITERIA:
-        raise ValueError(f"criteria must be one of {CRITERIA}, got {criteria!r}")
-    if not 0.0 < b < 1.0:
-        raise ValueError(f"b must lie in (0, 1), got {b}")
-    if tau_cls is not None and tau_cls <= 0:
-        raise ValueError(f"tau_cls must be positive or None, got {tau_cls}")
-    if tau_ratio <= 0:
-        raise ValueError(f"tau_ratio must be positive, got {tau_ratio}")
+    sw = replace(switches or DEFAULTS, **overrides) if overrides else (switches or DEFAULTS)  # checks them
+    alpha, b, theta, criteria, tau_cls, tau_ratio, hard = (sw.alpha, sw.b, sw.theta, sw.criteria, sw.tau_cls,
+                                                           sw.tau_ratio, sw.hard)
     cls_prob = cls_prob.detach()
     pred_boxes = pred_boxes.detach()
     n, g = cls_prob.shape[0], gt_boxes.shape[0]

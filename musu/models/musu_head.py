@@ -25,9 +25,7 @@ from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ..core import mutual_assign, mutual_focal_loss, weighted_giou_loss
-
-DEFAULT_ASSIGNER = dict(alpha=1.0 / 3.0, b=0.1, theta=4.0, criteria="mutual", tau_cls=None, tau_ratio=2.0,
-                        hard=False)
+from ..core.switches import Switches
 MAX_LOG_DISTANCE = math.log(1e4)  # keeps exp() finite early in training
 
 
@@ -51,29 +49,35 @@ def initial_anchor_biases(num_anchors: int, seed: int) -> Tensor:
 class MuSuHead(FCOSHead):
     """FCOS-style dense head with implicit objectness and mutual supervision.
 
-    Args beyond FCOSHead's: ``num_anchors`` (#A), ``assigner`` (the fields of
-    ``musu.mutual_assign``: alpha, b, theta, criteria, tau_cls, tau_ratio,
-    hard), ``beta`` (Eq. 7's penalty exponent), ``focal_alpha``/``focal_gamma``,
-    ``loss_cls_weight``/``loss_bbox_weight`` and ``anchor_seed``.
+    Args beyond FCOSHead's: ``num_anchors`` (#A), ``assigner`` (alpha, b,
+    theta, criteria, tau_cls, tau_ratio, hard) and ``beta`` (Eq. 7's penalty
+    exponent), whose defaults and checks are ``musu.core.switches.Switches``;
+    ``anchor_seed``. Eq. 7's focal alpha/gamma and both loss weights are read
+    from ``loss_cls`` and ``loss_bbox``.
     """
 
-    def __init__(self, num_classes: int, in_channels: int, *, num_anchors: int = 1,
-                 assigner: Optional[dict] = None, beta: float = 4.0, focal_alpha: float = 0.25,
-                 focal_gamma: float = 2.0, loss_cls_weight: float = 1.0, loss_bbox_weight: float = 1.0,
-                 anchor_seed: int = 0, centerness_on_reg: bool = True, **kwargs) -> None:
-        if num_anchors < 1:
-            raise ValueError(f"num_anchors (#A) must be >= 1, got {num_anchors}")
-        self.num_anchors = int(num_anchors)
-        self.assigner_cfg = {**DEFAULT_ASSIGNER, **dict(assigner or {})}
-        unknown = set(self.assigner_cfg) - set(DEFAULT_ASSIGNER)
+    def __init__(self, num_classes: int, in_channels: int, *, num_anchors: Optional[int] = None,
+                 assigner: Optional[dict] = None, beta: Optional[float] = None, anchor_seed: int = 0,
+                 centerness_on_reg: bool = True, loss_cls: Optional[dict] = None, loss_bbox: Optional[dict] = None,
+                 **kwargs) -> None:
+        unknown = set(assigner or {}) - set(Switches.ASSIGNER)
         if unknown:
-            raise ValueError(f"unknown MuSu assigner fields {sorted(unknown)}; known: {sorted(DEFAULT_ASSIGNER)}")
-        self.beta, self.focal_alpha, self.focal_gamma = beta, focal_alpha, focal_gamma
-        self.loss_cls_weight, self.loss_bbox_weight = loss_cls_weight, loss_bbox_weight
+            raise ValueError(f"unknown MuSu assigner fields {sorted(unknown)}; known: {sorted(Switches.ASSIGNER)}")
+        head = {k: v for k, v in dict(num_anchors=num_anchors, beta=beta).items() if v is not None}
+        self.switches = Switches(**dict(assigner or {}), **head)  # defaults and checks: musu.core.switches
+        self.num_anchors, self.beta = self.switches.num_anchors, self.switches.beta
+        # Eq. 7 is a focal loss and the regression loss a GIoU: their settings
+        # are read from loss_cls / loss_bbox, so editing them there takes effect.
+        loss_cls = dict(loss_cls or dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0))
+        loss_bbox = dict(loss_bbox or dict(type="GIoULoss", loss_weight=1.0))
+        if loss_cls.get("type") != "FocalLoss" or loss_bbox.get("type") != "GIoULoss":
+            raise ValueError("MuSu trains Eq. 7 (a focal loss) and GIoU: loss_cls must be a FocalLoss and loss_bbox "
+                             f"a GIoULoss, got {loss_cls.get('type')} and {loss_bbox.get('type')}")
+        self.focal_alpha, self.focal_gamma = loss_cls.get("alpha", 0.25), loss_cls.get("gamma", 2.0)
+        self.loss_cls_weight, self.loss_bbox_weight = loss_cls.get("loss_weight", 1.0), loss_bbox.get("loss_weight", 1.0)
         self.anchor_seed = anchor_seed
-        # FCOS's own target/loss settings are unused by MuSu; the losses below
-        # are Eq. 7 and GIoU, so mmdet's loss modules are only built as FCOS does.
-        super().__init__(num_classes, in_channels, centerness_on_reg=centerness_on_reg, **kwargs)
+        super().__init__(num_classes, in_channels, centerness_on_reg=centerness_on_reg, loss_cls=loss_cls,
+                         loss_bbox=loss_bbox, **kwargs)
 
     def _init_predictor(self) -> None:
         a = self.num_anchors
@@ -137,7 +141,7 @@ class MuSuHead(FCOSHead):
         for i, gt in enumerate(batch_gt_instances):
             probs = self.final_probs(cls[i], obj[i])
             boxes = self._decode(points, dist[i])
-            res = mutual_assign(probs, boxes, points, gt.bboxes, gt.labels, **self.assigner_cfg)
+            res = mutual_assign(probs, boxes, points, gt.bboxes, gt.labels, self.switches)
             cls_sum = cls_sum + mutual_focal_loss(probs, res.gt_inds, res.cls_weights, gt.labels,
                                                   alpha=self.focal_alpha, gamma=self.focal_gamma,
                                                   beta=self.beta).sum()

@@ -15,9 +15,7 @@ model = dict(
         strides=[8, 16, 32, 64, 128],
         norm_cfg=dict(type='GN', num_groups=32, requires_grad=True),
         centerness_on_reg=True,
-        num_anchors=1,
         anchor_seed=0,
-        assigner=dict(alpha=1.0 / 3, criteria='mutual', b=0.1, theta=4.0, tau_cls=None, tau_ratio=2.0, hard=False),
-        beta=4.0,
+        assigner=dict(),  # the paper's settings: musu.core.switches.Switches
         loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
         loss_bbox=dict(type='GIoULoss', loss_weight=1.0)))
