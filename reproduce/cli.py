@@ -6,6 +6,8 @@
     reproduce check TABLE|all [--profile P] [--cluster NAME]
     reproduce server start|stop|status [--backend-store-uri URI] [--artifacts DIR]
     reproduce report TABLE|all [--format md|tex|html|json] [--paper] [-o DIR]
+    reproduce cancel TABLE|all [--row NAME] [--yes]
+    reproduce logs TABLE ROW [--follow] [--attempt N]
 
 Bad input ends with one line on stderr and exit status 2; nothing already
 done is touched.
@@ -70,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md", choices=["md", "tex", "html", "json"])
     p.add_argument("--paper", action="store_true", help="render the paper's numbers alone, from the specs")
     p.add_argument("-o", "--output", type=Path, default=None, help="output folder (default: print)")
+    p = sub.add_parser("cancel", help="stop the queued or running jobs of a table's rows")
+    p.add_argument("tables")
+    _common(p)
+    p.add_argument("--row", default=None, help="only this row")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = sub.add_parser("logs", help="a row's job log and its MLflow run")
+    p.add_argument("table")
+    p.add_argument("row")
+    _common(p)
+    p.add_argument("--attempt", type=int, default=-1,
+                   help="which job, when the run was submitted more than once: 0 the first, -1 the latest")
+    p.add_argument("--lines", type=int, default=0, help="only the last N lines of each file (default: all)")
+    p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
     return ap
 
 
@@ -100,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from .check import cmd_check
             return cmd_check(args)
+        if args.command == "cancel":
+            from .cancel import cmd_cancel
+            return cmd_cancel(args)
+        if args.command == "logs":
+            from .logs import cmd_logs
+            return cmd_logs(args)
         if args.command == "report":
             from .report import cmd_report
             return cmd_report(args)

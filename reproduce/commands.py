@@ -15,7 +15,7 @@ from . import tracking
 from .errors import UserError
 from .plan import Planner, Run, dataset_options, plan_tables
 from .weights import prefetch, pretrained
-from .state import JobStore
+from .state import JobStore, next_attempt
 from .status import ACTIVE, State, state_of
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -168,14 +168,15 @@ def cmd_run(args) -> int:
         """Submit ``again`` (each counted against the cluster's ``max_requeues``)."""
         submitted = submit(cluster, work, [payload(r) for r in again], gpus, profile.processes)
         store.save(profile.name, {s.config_hash: {
-            **s.record(), "resubmits": (records.get(s.config_hash) or {}).get("resubmits", 0) + 1}
-            for s in submitted})
+            **next_attempt(records.get(s.config_hash), s.record()),
+            "resubmits": (records.get(s.config_hash) or {}).get("resubmits", 0) + 1} for s in submitted})
         for s in submitted:
             console.print(f"resubmitted {s.config_hash} as {s.backend} job {s.job_id}: its job was killed by the "
                           "system, it resumes from its last checkpoint")
 
     submitted = submit(cluster, work, [payload(r) for r in todo], gpus, profile.processes)
-    store.save(profile.name, {s.config_hash: s.record() for s in submitted})
+    store.save(profile.name, {s.config_hash: next_attempt(records.get(s.config_hash), s.record())
+                              for s in submitted})
     for s in submitted:
         console.print(f"submitted {s.config_hash} as {s.backend} job {s.job_id}")
     if args.no_wait:

@@ -220,6 +220,7 @@ class JobState:
     result: str | None = None             # submitit's "success"/"error"; None when the job could not report
     log_tail: str = ""
     slurm_uid: str = ""                   # the uid slurmctld runs as (a cancel by it is SLURM's own)
+    cancelled: bool = False               # stopped by `reproduce cancel`
 
 
 def job_state(record: dict[str, Any]) -> JobState:
@@ -239,7 +240,8 @@ def job_state(record: dict[str, Any]) -> JobState:
             return JobState(job, backend, "started", word.lower())
         end = full.lower()
     return JobState(job, backend, "ended", end, result=job_result_state(record), log_tail=job_log_tail(record),
-                    slurm_uid=slurm_user_uid() if end.startswith("cancelled") else "")
+                    slurm_uid=slurm_user_uid() if end.startswith("cancelled") else "",
+                    cancelled=bool(record.get("cancelled")))
 
 
 def job_log_tail(record: dict[str, Any], lines: int = 8) -> str:

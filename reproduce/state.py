@@ -67,3 +67,11 @@ class JobStore:
     def save(self, profile: str, records: dict[str, Any]) -> None:
         """Store records by config hash under this profile."""
         self.update({f"{profile}:{h}": r for h, r in records.items()})
+
+
+def next_attempt(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """The record of a run's new job, keeping its earlier jobs (``reproduce logs --attempt``)."""
+    if old is None:
+        return new
+    earlier = [*old.get("earlier", []), {k: old[k] for k in ("backend", "job_id", "folder", "submitted") if k in old}]
+    return {**new, "earlier": earlier}

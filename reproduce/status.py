@@ -28,6 +28,7 @@ class State(str, Enum):
     FINISHED = "finished"
     FAILED = "failed"            # its own code failed, or its user cancelled it
     INTERRUPTED = "interrupted"  # an MLflow run that no job holds any more
+    CANCELLED = "cancelled"      # stopped by `reproduce cancel`; `reproduce run` submits it again
     KILLED = "killed"            # its job was stopped by the system; `reproduce run` submits it again
 
     __str__ = str.__str__
@@ -81,8 +82,9 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
        local process still waiting for a free slot (its MLflow run not yet running).
        The job, not MLflow, decides: a run left RUNNING by a dead node's process
        must not read as running while SLURM holds the requeued job.
-    4. An ended job is ``killed`` when the system stopped it, else ``failed``,
-       with the error the run recorded or the end of its log.
+    4. An ended job is ``cancelled`` when ``reproduce cancel`` stopped it,
+       ``killed`` when the system did, else ``failed``, with the error the run
+       recorded or the end of its log.
     """
     if tracked.finished is not None:
         return RunState(State.FINISHED, f"AP {tracked.finished.get('AP', float('nan')):.1f}", dict(tracked.finished))
@@ -103,6 +105,9 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
                 return RunState(State.RUNNING, f"iter {progress} (local job {job.job_id})")
             return RunState(State.QUEUED, f"local job {job.job_id} waiting for a free slot")
         return RunState(State.RUNNING, f"iter {progress} (SLURM job {job.job_id})")
+    if job.cancelled:
+        return RunState(State.CANCELLED, f"job {job.job_id} cancelled by `reproduce cancel`; `reproduce run` "
+                        "submits it again, resuming from its last checkpoint")
     own_error = latest is not None and latest.state_tag in ("failed", "interrupted")
     why = killed_by_system(job, own_error, my_uid)
     if why:

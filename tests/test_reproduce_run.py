@@ -131,3 +131,47 @@ def test_slurm_array_run(tmp_path, ci_sweeps, slurm_cluster):
             break
         time.sleep(2)
     assert sacct.count("COMPLETED") == 2, sacct
+
+
+def status_of(workdir, sweeps, table):
+    out = reproduce(workdir, sweeps, "status", table, "--json")
+    return {r["row"]: r for r in json.loads(out.stdout)}
+
+
+def test_cancel_and_logs_on_the_local_executor(tmp_path):
+    """`reproduce logs` shows a row's job log and MLflow run; `reproduce cancel`
+    stops a running local job (after asking), the row reads cancelled, and the
+    next `run` trains it again as a second attempt whose log `logs` tells apart."""
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path / "spec", iters=24, ckpt=4)
+    work = tmp_path / "w"
+    work.mkdir()
+    reproduce(work, sweeps, "run", "one", "--no-wait")
+    deadline = time.time() + 600
+    while status_of(work, sweeps, "one")["musu"]["state"] != "running":
+        assert time.time() < deadline, "the job never started"
+        time.sleep(1)
+    out = reproduce(work, sweeps, "logs", "one", "musu")
+    assert "# one/musu: run " in out.stdout and "attempt 1 of 1" in out.stdout and "# MLflow: " in out.stdout
+    assert "_log.out" in out.stdout and "_log.err" in out.stdout
+    pid = int(json.loads((work / ".reproduce" / "state" / "jobs.json").read_text()).popitem()[1]["job_id"])
+
+    refused = reproduce(work, sweeps, "cancel", "one", check=False)  # stdin is not a terminal
+    assert refused.returncode == 2 and "add --yes" in refused.stderr and len(refused.stderr.splitlines()) <= 2
+    bad = reproduce(work, sweeps, "cancel", "one", "--row", "nope", "--yes", check=False)
+    assert bad.returncode == 2 and "no trained row 'nope'" in bad.stderr and "rows: musu" in bad.stderr
+    reproduce(work, sweeps, "cancel", "one", "--yes")
+    deadline = time.time() + 120
+    while (row := status_of(work, sweeps, "one")["musu"])["state"] != "cancelled":
+        assert time.time() < deadline, row
+        time.sleep(1)
+    assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+
+    out = reproduce(work, sweeps, "run", "one", "--poll", "1")
+    assert "1 to submit" in out.stderr and "1/1 finished" in out.stderr
+    latest = reproduce(work, sweeps, "logs", "one", "musu", "--lines", "5")
+    first = reproduce(work, sweeps, "logs", "one", "musu", "--attempt", "0")
+    assert "attempt 2 of 2" in latest.stdout and "attempt 1 of 2" in first.stdout
+    assert f"local job {pid} " in first.stdout and f"local job {pid} " not in latest.stdout
+    bad = reproduce(work, sweeps, "logs", "one", "musu", "--attempt", "5", check=False)
+    assert bad.returncode == 2 and "2 attempt(s)" in bad.stderr

@@ -210,16 +210,17 @@ def test_node_failure_is_reported_then_the_job_resumes(tmp_path, slurm_cluster):
     assert re.search(r"resumed epoch: 0, iter: [1-9]\d*", job_log(rec)), "the requeued job resumed"
 
 
-def test_cancelled_row_is_reported_failed_and_resubmitted_alone(tmp_path, slurm_cluster):
+def test_cancelled_row_reads_cancelled_and_is_resubmitted_alone(tmp_path, slurm_cluster):
+    """`reproduce cancel --row` scancels that row's array task only; the row
+    reads cancelled (not failed) and the next `run` submits it alone."""
     from conftest import make_sweeps
     sweeps = make_sweeps(tmp_path / "spec", iters=16, ckpt=4)
     work = tmp_path / "w"
     run_cli(work, sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--no-wait")
-    jobs = json.loads((work / ".reproduce" / "state" / "jobs.json").read_text())
-    hard = next(v for v in jobs.values() if v["job_id"].endswith("_1"))
-    subprocess.run(["scancel", hard["job_id"]], check=True)
-    row = wait_status(work, sweeps, "soft_hard", "hard", lambda r: r["state"] == "failed")
-    assert "cancelled" in row["detail"].lower(), row
+    out = run_cli(work, sweeps, "cancel", "soft_hard", "--row", "hard", "--yes")
+    assert "cancelled" in out.stderr and "soft_hard/hard" in out.stderr and "soft_hard/soft" not in out.stderr
+    row = wait_status(work, sweeps, "soft_hard", "hard", lambda r: r["state"] == "cancelled")
+    assert "reproduce cancel" in row["detail"], row
     wait_status(work, sweeps, "soft_hard", "soft", lambda r: r["state"] == "finished", timeout=600)
     out = run_cli(work, sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--poll", "1")
     assert "1 finished" in out.stderr and "1 to submit" in out.stderr and "2/2 finished" in out.stderr

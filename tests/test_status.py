@@ -129,3 +129,11 @@ def test_an_ended_local_job_reads_its_result(tmp_path):
 
 def test_last_lines_without_an_exception_are_the_logs_end():
     assert last_lines("one\ntwo\nthree\nfour") == "two | three | four"
+
+
+def test_a_job_reproduce_cancel_stopped_reads_cancelled_whatever_its_end():
+    for job in (slurm("ended", f"cancelled by {ME}", cancelled=True), local("ended", state="ended", cancelled=True)):
+        st = classify(attempt("KILLED", state_tag="interrupted"), job, ME)
+        assert st.state == State.CANCELLED and "submits it again" in st.detail
+    # still running after the cancel was asked: running until it ends
+    assert classify(attempt(), slurm("started", "running", cancelled=True), ME).state == State.RUNNING

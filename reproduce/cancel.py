@@ -1,0 +1,65 @@
+"""``reproduce cancel TABLE|all [--row NAME]``: stop the jobs of those rows.
+
+A SLURM job is ``scancel``-ed; a local job's submitit controller gets the
+SIGINT submitit itself uses to cancel (it stops the training process, then
+itself). The record keeps ``cancelled``, so the row reads ``cancelled``, not
+failed, and the next ``reproduce run`` submits it again (it resumes from its
+last checkpoint).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from rich.console import Console
+
+from .errors import UserError
+from .executor import job_state
+from .plan import plan_tables, select_rows
+from .state import JobStore
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def cmd_cancel(args) -> int:
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
+    store = JobStore.at(args.workdir)
+    records = store.records(profile.name)
+    targets: dict[str, tuple[list[str], dict]] = {}
+    for table, row, run in select_rows(tables, runs, args.row):
+        record = records.get(run.config_hash)
+        if record is not None and job_state(record).phase != "ended":
+            targets.setdefault(run.config_hash, ([], record))[0].append(f"{table}/{row}")
+    if not targets:
+        console.print("nothing to cancel: no job of these rows is queued or running")
+        return 0
+    for h, (rows, record) in targets.items():
+        console.print(f"{h} {record['backend']} job {record['job_id']}: {', '.join(rows)}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"cancelling {len(targets)} job(s) needs a confirmation", hint="add --yes")
+        if input(f"cancel these {len(targets)} job(s)? [y/N] ").strip().lower() not in ("y", "yes"):
+            console.print("nothing cancelled")
+            return 1
+    for h, (rows, record) in targets.items():
+        stop(record)
+        store.save(profile.name, {h: {**record, "cancelled": time.time()}})
+        console.print(f"cancelled {h} ({', '.join(rows)}); `reproduce run` submits it again")
+    return 0
+
+
+def stop(record: dict) -> None:
+    """Ask the job's backend to stop it."""
+    if record["backend"] == "slurm":
+        out = subprocess.run(["scancel", str(record["job_id"])], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise UserError(f"scancel {record['job_id']} failed: {out.stderr.strip() or out.stdout.strip()}",
+                            hint="is this the machine that submitted it, with SLURM's commands on PATH?")
+        return
+    try:
+        os.kill(int(record["job_id"]), signal.SIGINT)
+    except ProcessLookupError:
+        pass  # it ended meanwhile

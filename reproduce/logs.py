@@ -1,0 +1,75 @@
+"""``reproduce logs TABLE ROW``: a row's job log and its MLflow run, without
+digging through ``.reproduce/submitit/``."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import tracking
+from .errors import UserError
+from .plan import plan_tables, select_rows
+from .state import JobStore
+
+
+def log_paths(record: dict[str, Any]) -> list[Path]:
+    """The job's stdout and stderr files (submitit names them; task 0 of an array task)."""
+    import submitit
+    paths = submitit.core.utils.JobPaths(record["folder"], record["job_id"], task_id=0)
+    return [paths.stdout, paths.stderr]
+
+
+def attempts(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every job that trained this run, oldest first: resubmitted ones keep their predecessors."""
+    return [*record.get("earlier", []), record]
+
+
+def cmd_logs(args) -> int:
+    profile, tables, runs = plan_tables(args.profile, args.table, args.sweeps)
+    if len(tables) != 1:
+        raise UserError("logs takes one table", hint="e.g. reproduce logs table1 alpha-1/3")
+    ((table, row, run),) = select_rows(tables, runs, args.row)
+    record = JobStore.at(args.workdir).records(profile.name).get(run.config_hash)
+    if record is None:
+        raise UserError(f"{table}/{row} ({run.config_hash}) has no job yet on profile {profile.name}",
+                        hint=f"reproduce run {table} --profile {profile.name}")
+    tries = attempts(record)
+    if not -len(tries) <= args.attempt < len(tries):
+        raise UserError(f"{table}/{row} has {len(tries)} attempt(s); --attempt {args.attempt} is none of them",
+                        hint=f"use 0..{len(tries) - 1}, or -1 for the latest")
+    chosen = tries[args.attempt]
+    uri = tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
+    latest = tracking.tracked(tracking.runs_by_hash(tracking.client(uri), profile.name, {run.config_hash})
+                              .get(run.config_hash, [])).latest
+    print(f"# {table}/{row}: run {run.config_hash}, {chosen['backend']} job {chosen['job_id']} "
+          f"(attempt {tries.index(chosen) + 1} of {len(tries)})")
+    print(f"# MLflow: {latest.run_id if latest else 'no run yet'} in {tracking.redact(uri)}")
+    paths = log_paths(chosen)
+    offsets = {}
+    for path in paths:
+        print(f"# {path}")
+        text = path.read_text(errors="replace") if path.exists() else "(no such file yet)\n"
+        lines = text.splitlines()
+        sys.stdout.write("\n".join(lines[-args.lines:]) + "\n" if args.lines else text)
+        offsets[path] = path.stat().st_size if path.exists() else 0
+    if args.follow:
+        _follow(chosen, paths, offsets)
+    return 0
+
+
+def _follow(record: dict[str, Any], paths: list[Path], offsets: dict[Path, int]) -> None:
+    """Print what the logs gain until the job ends (Ctrl-C stops following, not the job)."""
+    from .executor import job_state
+    while True:
+        ended = job_state(record).phase == "ended"
+        for path in paths:
+            if path.exists() and path.stat().st_size > offsets[path]:
+                with open(path, errors="replace") as fh:
+                    fh.seek(offsets[path])
+                    sys.stdout.write(fh.read())
+                    offsets[path] = fh.tell()
+        sys.stdout.flush()
+        if ended:
+            return
+        time.sleep(1.0)
