@@ -16,7 +16,7 @@ from .errors import UserError
 from .plan import Planner, Run, dataset_options, plan_tables
 from .weights import prefetch, pretrained
 from .state import JobStore, next_attempt
-from .status import ACTIVE, State, state_of
+from .status import ACTIVE, State, duration, state_of
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -64,7 +64,8 @@ def cmd_status(args) -> int:
             by_row[(t, row)] = (run, states[run.config_hash])
     if args.json:
         json.dump([dict(table=t.name, row=row.name, config_hash=by_row[(t.name, row.name)][0].config_hash,
-                        state=by_row[(t.name, row.name)][1].state, detail=by_row[(t.name, row.name)][1].detail)
+                        state=by_row[(t.name, row.name)][1].state, detail=by_row[(t.name, row.name)][1].detail,
+                        seconds_left=by_row[(t.name, row.name)][1].seconds_left)
                    for t in tables for row in t.rows if (t.name, row.name) in by_row], sys.stdout, indent=1)
         print()
         return 0
@@ -82,7 +83,9 @@ def cmd_status(args) -> int:
     counts = {}
     for st in states.values():
         counts[st.state] = counts.get(st.state, 0) + 1
-    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    left = [st.seconds_left for st in states.values() if st.seconds_left is not None]
+    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+          + (f"; about {duration(max(left))} until the running rows finish" if left else ""))
     return 0
 
 

@@ -72,6 +72,10 @@ def _mlflow_hook_cls():
 
         def __init__(self, cl, run_id: str, interval: int) -> None:
             self.cl, self.run_id, self.interval = cl, run_id, max(1, interval)
+            self.last: tuple[float, int] | None = None  # (time, iteration) of the previous report
+
+        def before_train(self, runner) -> None:
+            self.last = (time.time(), runner.iter)
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
             it = runner.iter + 1
@@ -79,12 +83,20 @@ def _mlflow_hook_cls():
                 return
             from mlflow.entities import Metric, RunTag
             now = int(time.time() * 1000)
+            # the rate over the last interval, and the last total loss, for `status`'s ETA
+            extra = []
+            if self.last is not None and it > self.last[1] and now / 1000 > self.last[0]:
+                extra.append(RunTag(tracking.TAG_RATE, f"{(it - self.last[1]) / (now / 1000 - self.last[0]):.4g}"))
+            self.last = (now / 1000, it)
+            loss = (outputs or {}).get("loss")
+            if loss is not None:
+                extra.append(RunTag(tracking.TAG_LOSS, f"{float(loss.detach() if hasattr(loss, 'detach') else loss):.4g}"))
             metrics = [Metric(f"train/{k}", float(v.detach()) if hasattr(v, "detach") else float(v), now, it)
                        for k, v in (outputs or {}).items() if hasattr(v, "item") or isinstance(v, (int, float))]
             lrs = runner.optim_wrapper.get_lr()
             for name, values in lrs.items():
                 metrics.append(Metric(f"train/{name}", float(values[0]), now, it))
-            tags = [RunTag(tracking.TAG_PROGRESS, f"{it}/{runner.max_iters}")]
+            tags = [RunTag(tracking.TAG_PROGRESS, f"{it}/{runner.max_iters}"), *extra]
             retry(lambda: self.cl.log_batch(self.run_id, metrics=metrics, tags=tags))
 
     return MLflowProgressHook

@@ -43,6 +43,29 @@ class RunState:
     state: State
     detail: str = ""
     metrics: dict | None = None
+    seconds_left: float | None = None  # a running row's estimate, from its recent rate
+
+
+def running_detail(progress: str, where: str, rate: float | None, loss: float | None) -> tuple[str, float | None]:
+    """``iter 120/200, 2.5 it/s, 32 s left, loss 1.53 (SLURM job 42)`` and the seconds left."""
+    parts, left = [f"iter {progress}"], None
+    done, _, total = progress.partition("/")
+    if rate and done.isdigit() and total.isdigit():
+        left = (int(total) - int(done)) / rate
+        parts += [f"{rate:.3g} it/s", f"{duration(left)} left"]
+    if loss is not None:
+        parts.append(f"loss {loss:.3g}")
+    return f"{', '.join(parts)} ({where})", left
+
+
+def duration(seconds: float) -> str:
+    """4 s, 12 min, 3 h 05 min: what a person reads at a glance."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 # How a SLURM job ends when the system, not the run, stopped it.
@@ -95,6 +118,7 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
                             "no job holds it (`reproduce run` resumes it)")
         return RunState(State.PENDING)
     progress = latest.progress if latest is not None else "starting"
+    rate, loss = (latest.rate, latest.loss) if latest is not None else (None, None)
     if job.phase == "waiting":
         again = (f" (requeued after {', '.join(job.earlier_states)}; it resumes from its last checkpoint)"
                  if job.earlier_states else "")
@@ -102,9 +126,11 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
     if job.phase == "started":
         if job.backend == "local":
             if latest is not None and latest.status == "RUNNING":
-                return RunState(State.RUNNING, f"iter {progress} (local job {job.job_id})")
+                detail, left = running_detail(progress, f"local job {job.job_id}", rate, loss)
+                return RunState(State.RUNNING, detail, seconds_left=left)
             return RunState(State.QUEUED, f"local job {job.job_id} waiting for a free slot")
-        return RunState(State.RUNNING, f"iter {progress} (SLURM job {job.job_id})")
+        detail, left = running_detail(progress, f"SLURM job {job.job_id}", rate, loss)
+        return RunState(State.RUNNING, detail, seconds_left=left)
     if job.cancelled:
         return RunState(State.CANCELLED, f"job {job.job_id} cancelled by `reproduce cancel`; `reproduce run` "
                         "submits it again, resuming from its last checkpoint")

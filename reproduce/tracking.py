@@ -32,6 +32,8 @@ TAG_JOB = "slurm.job_id"
 TAG_PID = "local.pid"
 TAG_COMMIT = "git.commit"
 TAG_PROGRESS = "musu.progress"
+TAG_RATE = "musu.rate"  # iterations per second over the last logging interval
+TAG_LOSS = "musu.loss"  # the last total training loss
 TAG_STATE = "musu.state"
 TAG_DEVICE = "musu.device"
 TAG_PREFLIGHT = "musu.preflight"
@@ -165,6 +167,8 @@ class Attempt:
     progress: str        # "120/200", or "starting"
     state_tag: str       # what the job itself recorded: finished | failed | interrupted | ...
     error: str
+    rate: float | None = None  # iterations per second lately
+    loss: float | None = None  # the last total training loss
 
 
 @dataclass(frozen=True)
@@ -180,8 +184,16 @@ def tracked(runs: list) -> Tracked:
     latest = runs[0] if runs else None
     return Tracked(dict(done.data.metrics) if done is not None else None,
                    Attempt(latest.info.run_id, latest.info.status, latest.data.tags.get(TAG_PROGRESS, "starting"),
-                           latest.data.tags.get(TAG_STATE, ""), latest.data.tags.get(TAG_ERROR, ""))
+                           latest.data.tags.get(TAG_STATE, ""), latest.data.tags.get(TAG_ERROR, ""),
+                           _float(latest.data.tags.get(TAG_RATE)), _float(latest.data.tags.get(TAG_LOSS)))
                    if latest is not None else None)
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, str]:

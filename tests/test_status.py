@@ -137,3 +137,14 @@ def test_a_job_reproduce_cancel_stopped_reads_cancelled_whatever_its_end():
         assert st.state == State.CANCELLED and "submits it again" in st.detail
     # still running after the cancel was asked: running until it ends
     assert classify(attempt(), slurm("started", "running", cancelled=True), ME).state == State.RUNNING
+
+
+def test_a_running_row_shows_its_rate_time_left_and_loss():
+    tracked = Tracked(None, Attempt("r", "RUNNING", "120/200", "", "", rate=2.0, loss=1.2345))
+    st = classify(tracked, slurm("started", "running"), ME)
+    assert st.detail == "iter 120/200, 2 it/s, 40 s left, loss 1.23 (SLURM job 42)" and st.seconds_left == 40
+    st = classify(Tracked(None, Attempt("r", "RUNNING", "10/90000", "", "", rate=1.5)), local("started"), ME)
+    assert st.detail == "iter 10/90000, 1.5 it/s, 16 h 39 min left (local job 4242)"
+    # before the first rate is known: the iteration alone, no estimate
+    st = classify(attempt(), slurm("started", "running"), ME)
+    assert st.detail == "iter 120/200 (SLURM job 42)" and st.seconds_left is None
