@@ -25,7 +25,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_cancel(args) -> int:
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
     store = JobStore.at(args.workdir)
     records = store.records(profile.name)
     targets: dict[str, tuple[list[str], dict]] = {}

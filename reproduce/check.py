@@ -62,7 +62,7 @@ def cmd_check(args) -> int:
     from .plan import plan_tables
     from .plan import Planner, dataset_options
 
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
     cluster = load_cluster(args.cluster)
     require_local_gpus(profile, cluster)
     check_against_slurm(cluster, profile.gpus)

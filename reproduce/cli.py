@@ -24,12 +24,16 @@ from .errors import UserError
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=os.environ.get("REPRODUCE_PROFILE", "paper"),
-                   help="profile in sweeps/profiles (default: paper)")
+                   help="profile in sweeps/profiles, or a profile file of your own (default: paper)")
     p.add_argument("--sweeps", type=Path, default=None, help="folder of sweep specs (default: the suite's sweeps/)")
     p.add_argument("--workdir", type=Path, default=Path.cwd(),
                    help="where data/, work_dirs/, .reproduce/ and the default MLflow store live (default: .)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlruns.db)")
+    p.add_argument("--set", dest="switches", nargs="+", action="extend", default=[], metavar="SWITCH=VALUE",
+                   help="a MuSu switch on every MuSu row, e.g. --set b=0.2 num_anchors=3 (changes the run's hash)")
+    p.add_argument("--cfg-options", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="any mmengine config key on every row, e.g. optim_wrapper.optimizer.lr=0.02")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def cmd_plan(args) -> int:
     from musu.core.switches import Switches
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
     total = sum(r.gpu_hours for r in runs)
     shared = [r for r in runs if len(r.rows) > 1]
     if args.json:
@@ -52,7 +52,7 @@ def _short(v: Any) -> str:
 
 # ---- status ---------------------------------------------------------------------------------------------
 def cmd_status(args) -> int:
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
     cl = tracking.client(uri)
     mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
@@ -115,7 +115,7 @@ def cmd_run(args) -> int:
     from .clusters import check_against_slurm, load_cluster
     from .executor import submit
 
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
     cluster = load_cluster(args.cluster)
     if args.parallel < 1:
         raise UserError(f"--parallel must be >= 1, got {args.parallel}")

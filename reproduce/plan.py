@@ -8,6 +8,7 @@ trained again whatever table asks for it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -128,11 +129,18 @@ class Planner:
         """Everything a plan depends on: the specs, the profile, every config file,
         mmdet's version and this module's code."""
         from musu.configs import CONFIG_DIR
+        from musu.core import switches
+        here = Path(__file__).parent
         h = hashlib.sha256()
         for path in [Path(self.profile.file), *(Path(t.file) for t in tables), Path(__file__),
+                     here / "spec.py", here / "profiles.py", Path(switches.__file__),
                      *sorted(CONFIG_DIR.rglob("*.py"))]:
             h.update(str(path).encode())
             h.update(path.read_bytes())
+        # what the command line changed in memory (--set, --cfg-options)
+        h.update(json.dumps(self.profile.cfg_options, sort_keys=True, default=str).encode())
+        h.update(json.dumps([[r.name, r.switches] for t in tables for r in t.rows], sort_keys=True,
+                            default=str).encode())
         h.update(_mmdet_version().encode())
         return h.hexdigest()[:24]
 
@@ -218,12 +226,55 @@ def _cache_store(key: str, runs: list[Run]) -> None:
         pass  # a read-only home only costs speed
 
 
-def plan_tables(profile: str, tables: str, sweeps: Path | None = None) -> tuple[Profile, list[Table], list[Run]]:
-    """The profile, the tables (``table1,table6`` or ``all``) and their runs, from the sweeps folder."""
+def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches: list[str] | None = None,
+                cfg_options: list[str] | None = None) -> tuple[Profile, list[Table], list[Run]]:
+    """The profile, the tables (``table1,table6``, ``all``, or spec files) and their runs.
+
+    ``switches`` (``b=0.2``) set a MuSu switch on every MuSu row, ``cfg_options``
+    (``optim_wrapper.optimizer.lr=0.02``) any config key on every row; both
+    change the config hash, so runs made with them never mix with runs made without.
+    """
     sweeps = sweeps or SWEEPS_DIR
     prof = load_profile(profile, sweeps)
     tabs = load_tables(tables, sweeps)
+    if cfg_options:
+        prof = dataclasses.replace(prof, cfg_options={**prof.cfg_options, **parse_assignments(cfg_options,
+                                                                                            "--cfg-options")})
+    if switches:
+        tabs = [with_switches(t, parse_assignments(switches, "--set")) for t in tabs]
     return prof, tabs, Planner(prof).plan(tabs)
+
+
+def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings; values read as YAML (0.2, true, null, [1, 2])."""
+    import yaml
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} {item!r} is not KEY=VALUE", hint=f"e.g. {flag} b=0.2")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def with_switches(table: Table, values: dict[str, Any]) -> Table:
+    """The table with ``values`` set on each of its MuSu rows (``assigner.b`` and ``b`` both name b)."""
+    from musu.core.switches import Switches
+    checked = {}
+    for key, value in values.items():
+        name = key.removeprefix("assigner.")
+        if name not in Switches.names():
+            raise UserError(f"--set {key}: not a MuSu switch", hint=f"switches: {', '.join(Switches.names())}")
+        try:
+            checked[name] = Switches.check(name, value)
+        except ValueError as exc:
+            raise UserError(f"--set {key}={value}: {exc}") from None
+    rows = [dataclasses.replace(r, switches={**r.switches, **checked}) if r.method == "musu" else r
+            for r in table.rows]
+    return dataclasses.replace(table, rows=rows)
 
 
 def select_rows(tables: list[Table], runs: list[Run], row: str | None = None) -> list[tuple[str, str, Run]]:

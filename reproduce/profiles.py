@@ -63,11 +63,17 @@ def available_profiles(sweeps_dir: Path = SWEEPS_DIR) -> list[str]:
 
 
 def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
+    """A profile of the suite's by name, or the user's own by its path (``--profile mine.yaml``)."""
     known = available_profiles(sweeps_dir)
-    path = sweeps_dir / "profiles" / f"{name}.yaml"
-    if name not in known:
+    if "/" in name or name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"no profile file {path}", hint=f"give an existing file, or one of: {', '.join(known)}")
+    elif name not in known:
         raise UserError(f"unknown profile {name!r}", hint=f"known profiles: {', '.join(known)}; "
-                        f"add one as {sweeps_dir / 'profiles' / (name + '.yaml')}")
+                        f"add one as {sweeps_dir / 'profiles' / (name + '.yaml')}, or give a file path")
+    else:
+        path = sweeps_dir / "profiles" / f"{name}.yaml"
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -128,6 +134,6 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
     cost = data.get("cost") or {}
     if not isinstance(cost, dict):
         raise UserError("expected a mapping", file=file, field="cost")
-    return Profile(name=data.get("name", name), description=str(data.get("description", "")), dataset=ds,
+    return Profile(name=data.get("name", path.stem), description=str(data.get("description", "")), dataset=ds,
                    gpus=gpus, images_per_gpu=ipg, processes=processes, configs=configs, cfg_options=cfg_options, patches=patches,
                    cost=cost, file=file)

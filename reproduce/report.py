@@ -21,7 +21,7 @@ from . import tracking
 from .plan import plan_tables
 from .state import JobStore
 from .status import State, state_of
-from .spec import Table
+from .spec import SWEEPS_DIR, Table
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
 HEADERS = {"AP": "AP", "AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$", "APm": "AP$_M$",
@@ -79,6 +79,13 @@ class ReportTable:
     paper_only: bool
 
     @property
+    def spec(self) -> str:
+        """The spec's path as a reader finds it: under sweeps/ for the suite's, else as given."""
+        path = Path(self.table.file)
+        suite = SWEEPS_DIR.resolve()
+        return f"sweeps/{path.name}" if path.resolve().parent == suite else str(path)
+
+    @property
     def sections(self) -> list[tuple[str | None, list[ReportRow]]]:
         out: list[tuple[str | None, list[ReportRow]]] = []
         for row in self.rows:
@@ -89,7 +96,7 @@ class ReportTable:
 
 
 def gather(args, paper_only: bool) -> list[ReportTable]:
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps)
+    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
     by_row = {(t, r): run for run in runs for t, r in run.rows}
     mlruns, records = {}, {}
     if not paper_only:

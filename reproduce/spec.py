@@ -286,10 +286,39 @@ def available_tables(sweeps_dir: Path = SWEEPS_DIR) -> list[str]:
 
 
 def load_tables(selector: str, sweeps_dir: Path = SWEEPS_DIR) -> list[Table]:
-    """``table1``, ``table1,table3`` or ``all``."""
+    """``table1``, ``table1,table3``, ``all``, or the user's own spec files and
+    folders of them (``my_grid.yaml``, ``my_specs/``), beside the suite's tables."""
     known = available_tables(sweeps_dir)
     names = known if selector == "all" else [s.strip() for s in selector.split(",") if s.strip()]
+    out = []
     for name in names:
-        if name not in known:
-            raise UserError(f"unknown table {name!r}", hint=f"known tables: {', '.join(known)}, or all")
-    return [load_table_file(sweeps_dir / f"{name}.yaml") for name in names]
+        if _is_path(name):
+            out += _own_specs(Path(name), known)
+        elif name not in known:
+            raise UserError(f"unknown table {name!r}", hint=f"known tables: {', '.join(known)}, or all, "
+                            "or a spec file path")
+        else:
+            out.append(load_table_file(sweeps_dir / f"{name}.yaml"))
+    return out
+
+
+def _is_path(name: str) -> bool:
+    return "/" in name or name.endswith((".yaml", ".yml")) or Path(name).is_dir()
+
+
+def _own_specs(path: Path, suite_tables: list[str]) -> list[Table]:
+    """A user's spec file, or every spec of a folder; a table name of the suite's is refused."""
+    if path.is_dir():
+        files = sorted(p for p in [*path.glob("*.yaml"), *path.glob("*.yml")])
+        if not files:
+            raise UserError(f"no spec files (*.yaml) in {path}", hint="a spec: table:, columns:, rows:")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise UserError(f"no spec file {path}", hint="give an existing spec file or folder, or a table name")
+    tables = [load_table_file(f) for f in files]
+    for table in tables:
+        if table.name in suite_tables:
+            raise UserError(f"table name {table.name!r} is the suite's {table.name}", file=table.file,
+                            field="table", hint="give your table a name of its own")
+    return tables

@@ -73,3 +73,69 @@ def test_errors_are_one_line(capsys, args, needle):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+OWN_SPEC = """\
+table: mygrid
+title: b x tau_ratio, my own
+columns: [AP]
+defaults: {method: musu, backbone: r50, schedule: 1x}
+rows:
+  - {name: "b{b}-r{tau_ratio}", grid: {b: [0.1, 0.2], tau_ratio: [1, 2]}}
+"""
+
+
+def test_own_spec_files_and_profiles_sit_beside_the_suite(tmp_path, capsys):
+    spec = tmp_path / "mygrid.yaml"
+    spec.write_text(OWN_SPEC)
+    out = plan_json(capsys, str(spec), "--profile", "smoke")
+    assert out["tables"] == ["mygrid"] and out["total_runs"] == 4
+    both = plan_json(capsys, f"table1,{spec}", "--profile", "smoke")
+    assert both["tables"] == ["table1", "mygrid"]
+    # the default MuSu setting (b=0.1, tau_ratio=2) is table1's alpha=1/3 row: one run
+    assert any(sorted(r["rows"]) == ["mygrid/b0.1-r2", "table1/alpha-1/3"] for r in both["runs"])
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "mygrid.yaml").write_text(OWN_SPEC)
+    assert plan_json(capsys, str(folder), "--profile", "smoke")["tables"] == ["mygrid"]
+    profile = tmp_path / "myprofile.yaml"
+    from reproduce.spec import SWEEPS_DIR
+    profile.write_text((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text().replace("name: smoke", "name: mine"))
+    assert plan_json(capsys, "table1", "--profile", str(profile))["profile"] == "mine"
+
+
+def test_a_clashing_table_name_is_refused_on_one_line(tmp_path, capsys):
+    spec = tmp_path / "table1.yaml"
+    spec.write_text(OWN_SPEC.replace("table: mygrid", "table: table1"))
+    assert main(["plan", str(spec), "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "table name 'table1' is the suite's table1" in err and "table1.yaml" in err
+
+
+def test_set_and_cfg_options_change_every_row_and_the_hash(capsys):
+    base = plan_json(capsys, "table2", "--profile", "smoke")
+    with_b = plan_json(capsys, "table2", "--profile", "smoke", "--set", "assigner.tau_ratio=1", "num_anchors=2")
+    assert all(r["overrides"]["model.bbox_head.assigner.tau_ratio"] == 1.0 for r in with_b["runs"])
+    assert all(r["overrides"]["model.bbox_head.num_anchors"] == 2 for r in with_b["runs"])
+    assert not {r["config_hash"] for r in base["runs"]} & {r["config_hash"] for r in with_b["runs"]}
+    lr = plan_json(capsys, "table2", "--profile", "smoke", "--cfg-options", "optim_wrapper.optimizer.lr=0.02")
+    assert all(r["overrides"]["optim_wrapper.optimizer.lr"] == 0.02 for r in lr["runs"])
+    assert not {r["config_hash"] for r in base["runs"]} & {r["config_hash"] for r in lr["runs"]}
+    assert plan_json(capsys, "table2", "--profile", "smoke") == base, "the cache did not keep an override"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "gamma=2"], "--set gamma: not a MuSu switch"),
+    (["--set", "b=1.5"], "--set b=1.5: must lie in (0.0, 1.0)"),
+    (["--set", "b"], "--set 'b' is not KEY=VALUE"),
+    (["--cfg-options", "lr"], "--cfg-options 'lr' is not KEY=VALUE"),
+    (["--profile", "no/such.yaml"], "no profile file no/such.yaml")])
+def test_bad_overrides_are_one_line(capsys, args, needle):
+    assert main(["plan", "table2", "--profile", "smoke", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and needle in err, err
+
+
+def test_a_missing_spec_file_is_one_line(capsys):
+    assert main(["plan", "nope/my.yaml", "--profile", "smoke"]) == 2
+    assert "no spec file nope/my.yaml" in capsys.readouterr().err
