@@ -8,6 +8,7 @@
     reproduce report TABLE|all [--format md|tex|html|json] [--paper] [-o DIR]
     reproduce cancel TABLE|all [--row NAME] [--yes]
     reproduce logs TABLE ROW [--follow] [--attempt N]
+    reproduce ui [--port P]
 
 Bad input ends with one line on stderr and exit status 2; nothing already
 done is touched.
@@ -89,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which job, when the run was submitted more than once: 0 the first, -1 the latest")
     p.add_argument("--lines", type=int, default=0, help="only the last N lines of each file (default: all)")
     p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    p = sub.add_parser("ui", help="the MLflow UI on this work dir's store (foreground, Ctrl-C stops it)")
+    p.add_argument("--workdir", type=Path, default=Path.cwd(), help="where the default store lives (default: .)")
+    p.add_argument("--tracking-uri", default=None, help="the store (default: as for run)")
+    p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
     return ap
 
 
@@ -119,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             from .check import cmd_check
             return cmd_check(args)
+        if args.command == "ui":
+            from .server import cmd_ui
+            return cmd_ui(args)
         if args.command == "cancel":
             from .cancel import cmd_cancel
             return cmd_cancel(args)

@@ -114,6 +114,7 @@ def _open_run(cl, payload: dict) -> str:
     table, row = payload["rows"][0].split("/", 1)
     tags = {tracking.TAG_HASH: h, tracking.TAG_PROFILE: payload["profile"], tracking.TAG_TABLE: table,
             tracking.TAG_ROW: row, tracking.TAG_ROWS: json.dumps(payload["rows"]), tracking.TAG_COMMIT: git_commit(),
+            tracking.TAG_TABLES: ",".join(sorted({r.split("/", 1)[0] for r in payload["rows"]})),
             "mlflow.runName": f"{payload['rows'][0]}@{h}"}
     run = retry(lambda: cl.create_run(exp, tags=tags, run_name=f"{payload['rows'][0]}@{h}"))
     return run.info.run_id

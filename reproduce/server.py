@@ -131,3 +131,44 @@ def cmd_server(args) -> int:
         return 0
     print("not running")
     return 1
+
+
+def cmd_ui(args) -> int:
+    """The MLflow UI on this work dir's store, in the foreground until Ctrl-C."""
+    from . import tracking
+    uri = tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
+    if not uri.startswith("sqlite:"):
+        print(f"reproduce: the store is a tracking server, which serves its own UI: open {redact(uri)}",
+              file=sys.stderr)
+        return 0
+    address = f"http://{args.host}:{args.port}"
+    if _healthy(address):
+        raise UserError(f"something already answers on {address}", hint="pass another --port")
+    mlflow = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not _healthy(address):
+            if proc.poll() is not None or time.time() > deadline:
+                err = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:] if proc.poll() is not None else []
+                raise UserError(f"the MLflow UI did not come up on {address}: {' '.join(err)[:300]}",
+                                hint="pass another --port")
+            time.sleep(0.5)
+        print(address, flush=True)
+        print(f"reproduce: MLflow UI at {address} on {redact(uri)}; Ctrl-C stops it. In its search box, a "
+              "table's rows: tags.tables LIKE '%table1%'; one row: tags.`musu.row` = 'alpha-1/3'", file=sys.stderr)
+        try:
+            proc.wait()
+        except KeyboardInterrupt:
+            print("reproduce: MLflow UI stopped", file=sys.stderr)
+        return 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -24,6 +24,7 @@ T = TypeVar("T")
 DEFAULT_DB = "mlruns.db"
 TAG_HASH = "musu.config_hash"
 TAG_ROWS = "musu.rows"
+TAG_TABLES = "tables"  # "table1,table7": for the MLflow UI's search, tags.tables LIKE '%table7%'
 TAG_PROFILE = "musu.profile"
 TAG_TABLE = "musu.table"
 TAG_ROW = "musu.row"

@@ -76,3 +76,37 @@ def test_server_refuses_sqlite_and_a_missing_database_on_one_line(tmp_path):
     out = subprocess.run([*REPRODUCE, "server", "start", "--workdir", str(tmp_path), "--backend-store-uri",
                           f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "needs a real database" in out.stderr
+
+
+def test_ui_serves_the_work_dirs_store_until_interrupted(tmp_path):
+    """`reproduce ui`: the MLflow UI on WORKDIR/mlruns.db at 127.0.0.1, its
+    address on stdout; Ctrl-C (SIGINT) stops it and the server it started."""
+    import signal
+    import time
+    import urllib.request
+    port = free_port()
+    proc = subprocess.Popen([*REPRODUCE, "ui", "--port", str(port), "--workdir", str(tmp_path)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        address = proc.stdout.readline().strip()  # printed once the UI answers
+        assert address == f"http://127.0.0.1:{port}", proc.stderr.read() if proc.poll() is not None else address
+        with urllib.request.urlopen(f"{address}/health", timeout=10) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(address, timeout=10) as resp:
+            assert resp.status == 200 and "<html" in resp.read().decode(errors="replace").lower()
+        assert (tmp_path / "mlruns.db").exists()
+        busy = subprocess.run([*REPRODUCE, "ui", "--port", str(port), "--workdir", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 2 and "already answers" in busy.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+        except OSError:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the UI still answers after Ctrl-C")
