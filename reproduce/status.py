@@ -141,6 +141,8 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
                         "its last checkpoint")
     reason = (latest.error if latest is not None else "") or job.log_tail
     cause = f"job {job.job_id} {job.state}"
+    if job.state == "vanished":
+        cause += " (SLURM keeps no record of it: an array task cancelled before it started)"
     return RunState(State.FAILED, f"{cause}: {last_lines(reason)}" if reason else cause)
 
 

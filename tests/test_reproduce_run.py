@@ -20,7 +20,8 @@ REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
 
 def reproduce(workdir: Path, sweeps: Path, *args, check=True, timeout=1200):
     cmd = [*REPRODUCE, *args, "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(workdir)]
-    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL)  # never a terminal: `cancel` must not wait for an answer
     if check:
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
@@ -143,14 +144,16 @@ def test_cancel_and_logs_on_the_local_executor(tmp_path):
     stops a running local job (after asking), the row reads cancelled, and the
     next `run` trains it again as a second attempt whose log `logs` tells apart."""
     from conftest import make_sweeps
-    sweeps = make_sweeps(tmp_path / "spec", iters=24, ckpt=4)
+    sweeps = make_sweeps(tmp_path / "spec", iters=5000, ckpt=1000)  # long enough to be cancelled while running
     work = tmp_path / "w"
     work.mkdir()
     reproduce(work, sweeps, "run", "one", "--no-wait")
     deadline = time.time() + 600
-    while status_of(work, sweeps, "one")["musu"]["state"] != "running":
-        assert time.time() < deadline, "the job never started"
-        time.sleep(1)
+    while not any(int(r.data.tags.get(tracking.TAG_PROGRESS, "0/1").split("/")[0]) >= 4
+                  for r in (mlflow_runs(work)[0] if (work / "mlruns.db").exists() else [])):
+        assert time.time() < deadline, "the job never reached its first checkpoint"
+        time.sleep(0.5)
+    assert status_of(work, sweeps, "one")["musu"]["state"] == "running"
     out = reproduce(work, sweeps, "logs", "one", "musu")
     assert "# one/musu: run " in out.stdout and "attempt 1 of 1" in out.stdout and "# MLflow: " in out.stdout
     assert "_log.out" in out.stdout and "_log.err" in out.stdout
@@ -167,8 +170,13 @@ def test_cancel_and_logs_on_the_local_executor(tmp_path):
         time.sleep(1)
     assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
 
-    out = reproduce(work, sweeps, "run", "one", "--poll", "1")
-    assert "1 to submit" in out.stderr and "1/1 finished" in out.stderr
+    out = reproduce(work, sweeps, "run", "one", "--no-wait")  # the second attempt: cancelled again below
+    assert "1 to submit" in out.stderr
+    deadline = time.time() + 120
+    while status_of(work, sweeps, "one")["musu"]["state"] not in ("queued", "running"):
+        assert time.time() < deadline
+        time.sleep(1)
+    reproduce(work, sweeps, "cancel", "one", "--yes")
     latest = reproduce(work, sweeps, "logs", "one", "musu", "--lines", "5")
     first = reproduce(work, sweeps, "logs", "one", "musu", "--attempt", "0")
     assert "attempt 2 of 2" in latest.stdout and "attempt 1 of 2" in first.stdout

@@ -28,7 +28,7 @@ def setup_sweeps(tmp_path, iters, ckpt):
 def run_cli(workdir, sweeps, *args, check=True, timeout=1500):
     workdir.mkdir(parents=True, exist_ok=True)
     out = subprocess.run([*REPRODUCE, *args, "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(workdir)],
-                         cwd=workdir, capture_output=True, text=True, timeout=timeout)
+                         cwd=workdir, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if check:
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out

@@ -148,3 +148,9 @@ def test_a_running_row_shows_its_rate_time_left_and_loss():
     # before the first rate is known: the iteration alone, no estimate
     st = classify(attempt(), slurm("started", "running"), ME)
     assert st.detail == "iter 120/200 (SLURM job 42)" and st.seconds_left is None
+
+
+def test_an_array_task_cancelled_before_it_started_says_so():
+    # sacct keeps no record of it and squeue has forgotten it (seen in CI)
+    st = classify(NOTHING, slurm("ended", "vanished", result=None), ME)
+    assert st.state == State.FAILED and "cancelled before it started" in st.detail
