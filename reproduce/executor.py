@@ -130,11 +130,33 @@ def submit(cluster: Cluster, folder: Path, payloads: list[dict], gpus: int, proc
     ex = make_executor(cluster, folder, gpus, processes)
     fn = LocalSlotJob() if cluster.is_local else TrainJob()
     if cluster.is_local:
-        jobs = [ex.submit(fn, p) for p in payloads]
+        with _stdio_detached():
+            jobs = [ex.submit(fn, p) for p in payloads]
     else:
         jobs = ex.map_array(fn, payloads)
     backend = "local" if cluster.is_local else "slurm"
     return [Submitted(p["config_hash"], backend, str(j.job_id), str(j.paths.folder)) for p, j in zip(payloads, jobs)]
+
+
+@contextlib.contextmanager
+def _stdio_detached() -> Iterator[None]:
+    """Local controllers outlive ``reproduce`` and inherit its stdout/stderr:
+    held open by them, a pipe (``reproduce run --no-wait | tee``, a caller
+    capturing the output) would not end until the jobs do. They log to files."""
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,11 +150,10 @@ def test_cancel_and_logs_on_the_local_executor(tmp_path):
     work.mkdir()
     reproduce(work, sweeps, "run", "one", "--no-wait")
     deadline = time.time() + 600
-    while not any(int(r.data.tags.get(tracking.TAG_PROGRESS, "0/1").split("/")[0]) >= 4
-                  for r in (mlflow_runs(work)[0] if (work / "mlruns.db").exists() else [])):
-        assert time.time() < deadline, "the job never reached its first checkpoint"
-        time.sleep(0.5)
-    assert status_of(work, sweeps, "one")["musu"]["state"] == "running"
+    while not re.search(r"iter ([4-9]|\d\d+)/", (row := status_of(work, sweeps, "one")["musu"])["detail"]):
+        assert time.time() < deadline, row
+        time.sleep(1)
+    assert row["state"] == "running" and "it/s" in row["detail"] and "left" in row["detail"], row
     out = reproduce(work, sweeps, "logs", "one", "musu")
     assert "# one/musu: run " in out.stdout and "attempt 1 of 1" in out.stdout and "# MLflow: " in out.stdout
     assert "_log.out" in out.stdout and "_log.err" in out.stdout
