@@ -164,7 +164,7 @@ def cmd_run(args) -> int:
                     profile=profile.name, rows=[f"{t}/{r}" for t, r in run.rows], seed=run.seed,
                     tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
                     launcher="slurm" if profile.processes > 1 else "none", gpus=gpus,
-                    processes=profile.processes, torch_home=str(torch_home),
+                    processes=profile.processes, torch_home=str(torch_home), signal_delay_s=cluster.signal_delay_s,
                     slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel, local_gpu_ids=gpu_ids)
 
     def resubmit(again: list[Run], records: dict[str, Any]) -> None:

@@ -107,8 +107,8 @@ def _open_run(cl, payload: dict) -> str:
     exp = tracking.experiment_id(cl, payload["profile"])
     h = payload["config_hash"]
     runs = tracking.runs_by_hash(cl, payload["profile"], {h}).get(h, [])
-    for run in runs:
-        if run.info.status in ("RUNNING", "SCHEDULED", "FAILED", "KILLED"):
+    for run in runs:  # any unsettled run, a FINISHED one without its evaluation included
+        if tracking.finished_run([run]) is None:
             retry(lambda: cl.update_run(run.info.run_id, status="RUNNING"))
             return run.info.run_id
     table, row = payload["rows"][0].split("/", 1)
@@ -282,14 +282,28 @@ def run_training(payload: dict) -> dict:
         runner, capture = make_runner(cfg, work_dir, resume=_resume_decision(work_dir, rank),
                                       launcher=payload.get("launcher", "none"))
         runner.register_hook(_start_hook_cls()(rank, world))
+        from .save_on_signal import SaveOnSignalHook
+        # Half the warning time to end the iteration in flight; the rest to save and requeue.
+        runner.register_hook(SaveOnSignalHook(grace_s=min(120.0, float(payload.get("signal_delay_s", 120)) / 2)))
         if rank == 0:
             interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
             runner.register_hook(_mlflow_hook_cls()(cl, run_id, interval))
         runner.train()
+        if not capture.metrics:
+            # Resumed from the checkpoint at max_iters (the previous attempt stopped
+            # after saving it, before its evaluation logged anything): mmengine's
+            # loop then has nothing to train and evaluates nothing. Evaluate here,
+            # on every rank, or the run would end FINISHED without a number.
+            print(f"[reproduce] rank {rank}: resumed past the last iteration without an evaluation; evaluating",
+                  flush=True)
+            runner.val_loop.run()
         if rank != 0:
             return {}
         # COCO reports -1 for an area range without objects: no number, not -100.
         metrics = {COCO_KEYS[k]: 100.0 * v for k, v in capture.metrics.items() if k in COCO_KEYS and v >= 0}
+        if "AP" not in metrics:
+            raise RuntimeError(f"the evaluation logged no AP (its metrics: {sorted(capture.metrics) or 'none'}); "
+                               "the run is not finished")
         metrics.update(_measure(runner, cfg))
         from mlflow.entities import Metric
         now = int(time.time() * 1000)
@@ -304,7 +318,8 @@ def run_training(payload: dict) -> dict:
     except BaseException as exc:
         if rank == 0 and run_id is not None:
             tail = exception_chain(exc) + "\n" + "".join(traceback.format_exception(exc))[-2000:]
-            interrupted = isinstance(exc, (KeyboardInterrupt, submitit.core.utils.UncompletedJobError))
+            # submitit requeues with sys.exit: an interruption, like a Ctrl-C or its giving up.
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, submitit.core.utils.UncompletedJobError))
             try:
                 retry(lambda: cl.set_tag(run_id, tracking.TAG_ERROR, tail))
                 retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "interrupted" if interrupted else "failed"))

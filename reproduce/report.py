@@ -48,6 +48,12 @@ class Cell:
     value: float | None = None
     std: float | None = None
     best: bool = False
+    seeds: tuple[int, int] | None = None  # (finished, planned) while some seeds of the row are not finished
+
+    @property
+    def partial(self) -> str:
+        """'2/3' when the value is the mean of only some of the row's seeds, else ''."""
+        return f"{self.seeds[0]}/{self.seeds[1]}" if self.seeds else ""
 
     @property
     def diff(self) -> float | None:
@@ -56,7 +62,9 @@ class Cell:
         return self.value - self.paper
 
     def as_json(self) -> dict[str, Any]:
-        return dict(reproduced=self.value, std=self.std, paper=self.paper, difference=self.diff, best=self.best)
+        return dict(reproduced=self.value, std=self.std, paper=self.paper, difference=self.diff, best=self.best,
+                    seeds_finished=self.seeds[0] if self.seeds else None,
+                    seeds_planned=self.seeds[1] if self.seeds else None)
 
 
 @dataclass
@@ -129,6 +137,8 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
                 if len(values):
                     cell.value = float(values.mean())
                     cell.std = float(values.std()) if len(values) > 1 else None
+                    if len(values) < len(seeds):  # a mean of some seeds says so; it is never "best"
+                        cell.seeds = (len(values), len(seeds))
             status = State.FINISHED if len(agg) == len(seeds) else st.state
             rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(agg), cells,
                                   row.switches))
@@ -157,12 +167,12 @@ def _mark_best(rows: list[ReportRow], paper_only: bool) -> None:
         if metric in ("params", "flops", "fps"):
             continue  # Table 7 marks nothing
         key = (lambda c: c.paper) if paper_only else (lambda c: c.value)
-        vals = [key(r.cells[i]) for r in rows if key(r.cells[i]) is not None]
+        vals = [key(r.cells[i]) for r in rows if key(r.cells[i]) is not None and not r.cells[i].partial]
         if not vals:
             continue
         best = max(vals)
         for r in rows:
-            if key(r.cells[i]) is not None and abs(key(r.cells[i]) - best) < 1e-9:
+            if key(r.cells[i]) is not None and not r.cells[i].partial and abs(key(r.cells[i]) - best) < 1e-9:
                 r.cells[i].best = True
 
 

@@ -120,7 +120,7 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
     progress = latest.progress if latest is not None else "starting"
     rate, loss = (latest.rate, latest.loss) if latest is not None else (None, None)
     if job.phase == "waiting":
-        again = (f" (requeued after {', '.join(job.earlier_states)}; it resumes from its last checkpoint)"
+        again = (f" (requeued after {earlier(job.earlier_states)}; it resumes from its last checkpoint)"
                  if job.earlier_states else "")
         return RunState(State.QUEUED, f"SLURM job {job.job_id} {job.state}{again}")
     if job.phase == "started":
@@ -144,6 +144,14 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
     if job.state == "vanished":
         cause += " (SLURM keeps no record of it: an array task cancelled before it started)"
     return RunState(State.FAILED, f"{cause}: {last_lines(reason)}" if reason else cause)
+
+
+def earlier(states: tuple[str, ...]) -> str:
+    """A requeued job's earlier ends, each once with its count: 'node_fail, requeued (9 times)'."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    return ", ".join(s if n == 1 else f"{s} ({n} times)" for s, n in counts.items())
 
 
 def state_of(mlruns: list, record: dict[str, Any] | None) -> RunState:

@@ -154,8 +154,10 @@ def runs_by_hash(cl, profile: str, hashes: Iterable[str] | None = None) -> dict[
 
 
 def finished_run(runs: list) -> Any | None:
+    """The run that settles a config: FINISHED *and* evaluated. A FINISHED run without
+    AP (an older version's resume that skipped the evaluation) is not finished."""
     for run in runs:
-        if run.info.status == "FINISHED":
+        if run.info.status == "FINISHED" and "AP" in run.data.metrics:
             return run
     return None
 

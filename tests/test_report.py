@@ -130,3 +130,39 @@ def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
     assert row["cells"]["AP"]["std"] == pytest.approx(1.5275, abs=1e-3)
     assert main(["report", "seeded", *common, "--format", "md"]) == 0
     assert "| musu | **2.3** ± 1.5 / 40.6 (-38.3) | 3 |" in capsys.readouterr().out
+
+
+def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
+    """Issue 11, item 2: two of three seeds finished is not the row's number."""
+    import shutil as sh
+
+    from reproduce import tracking
+    from reproduce.spec import SWEEPS_DIR
+    sweeps = tmp_path / "sweeps"
+    sh.copytree(SWEEPS_DIR, sweeps)
+    (sweeps / "seeded.yaml").write_text("table: seeded\ncolumns: [AP]\nrows:\n"
+                                        "  - {name: musu, seeds: 3, paper: {AP: 40.6}}\n"
+                                        "  - {name: other, set: {alpha: 0.5}, paper: {AP: 40.0}}\n")
+    common = ["--profile", "smoke", "--sweeps", str(sweeps), "--workdir", str(tmp_path)]
+    assert main(["plan", "seeded", *common, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    musu = [r for r in plan["runs"] if "seeded/musu" in r["rows"]]
+    other = [r for r in plan["runs"] if "seeded/other" in r["rows"]]
+    cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
+    exp = tracking.experiment_id(cl, "smoke")
+    for run, ap in ((musu[0], 5.0), (musu[1], 7.0), (other[0], 3.0)):  # the third seed never ran
+        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"]})
+        cl.log_metric(r.info.run_id, "AP", ap)
+        cl.set_terminated(r.info.run_id, "FINISHED")
+    assert main(["report", "seeded", *common, "--format", "json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)[0]["rows"]}
+    assert rows["musu"]["status"] != "finished" and rows["musu"]["runs"] == 2
+    cell = rows["musu"]["cells"]["AP"]
+    assert (cell["seeds_finished"], cell["seeds_planned"], cell["best"]) == (2, 3, False)
+    assert rows["other"]["cells"]["AP"]["best"] is True  # the only complete row
+    assert main(["report", "seeded", *common, "--format", "md"]) == 0
+    md = capsys.readouterr().out
+    assert "| musu | 6.0 ± 1.4 (2/3 seeds) / 40.6 (-34.6) | 2 |" in md, md
+    for fmt in ("tex", "html"):
+        assert main(["report", "seeded", *common, "--format", fmt]) == 0
+        assert "2/3" in capsys.readouterr().out

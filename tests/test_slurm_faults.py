@@ -106,16 +106,21 @@ def _cluster_file(tmp_path, max_requeues):
 
 def test_time_limit_requeues_then_finishes(tmp_path, slurm_cluster):
     # Training longer than a 1-minute limit (SLURM may signal up to a minute
-    # early): submitit requeues on SLURM's
-    # warning signal and each attempt resumes from the last checkpoint.
-    sweeps = setup_sweeps(tmp_path, iters=160, ckpt=10)
+    # early): submitit requeues on SLURM's warning signal. No periodic
+    # checkpoint falls inside the run (interval 1000): every attempt keeps what
+    # it trained only through the checkpoint saved on the signal, and resumes there.
+    sweeps = setup_sweeps(tmp_path, iters=80, ckpt=1000)
     work = tmp_path / "w"
     out = run_cli(work, sweeps, "run", "one", "--cluster", _cluster_file(tmp_path, 10), "--poll", "2")
     assert "1/1 finished" in out.stderr
-    (run,), _ = the_run(work)
-    assert run.info.status == "FINISHED"
+    (run,), cl = the_run(work)
+    assert run.info.status == "FINISHED" and run.data.metrics.get("AP") is not None
     log = job_log(job_record(work))
-    assert re.search(r"resumed epoch: 0, iter: \d+", log), log[-2000:]
+    resumed = [int(n) for n in re.findall(r"resumed epoch: 0, iter: (\d+)", log)]
+    assert resumed and resumed == sorted(set(resumed)) and 0 < resumed[0], log[-2000:]
+    assert "on the requeue signal" in log, log[-2000:]
+    steps = [m.step for m in cl.get_metric_history(run.info.run_id, "train/loss")]
+    assert len(steps) == len(set(steps)) and max(steps) == 80, f"an iteration was trained twice: {sorted(steps)}"
 
 
 def test_time_limit_without_requeues_is_reported_failed(tmp_path, slurm_cluster):

@@ -57,6 +57,9 @@ def test_slurm_decides_over_a_stale_mlflow_run():
     st = classify(attempt("RUNNING"), slurm("waiting", "pending", earlier_states=("node_fail",)), ME)
     assert st.state == State.QUEUED
     assert st.detail == ("SLURM job 42 pending (requeued after node_fail; it resumes from its last checkpoint)")
+    # a time-limited job requeued again and again reads as a count, not a list as long as the count
+    st = classify(attempt("RUNNING"), slurm("waiting", "pending", earlier_states=("node_fail",) + ("requeued",) * 9), ME)
+    assert "(requeued after node_fail, requeued (9 times); it resumes" in st.detail
     st = classify(attempt("FAILED"), slurm("started", "running"), ME)
     assert (st.state, st.detail) == (State.RUNNING, "iter 120/200 (SLURM job 42)")
     assert classify(NOTHING, slurm("started", "running"), ME).detail == "iter starting (SLURM job 42)"
@@ -154,3 +157,19 @@ def test_an_array_task_cancelled_before_it_started_says_so():
     # sacct keeps no record of it and squeue has forgotten it (seen in CI)
     st = classify(NOTHING, slurm("ended", "vanished", result=None), ME)
     assert st.state == State.FAILED and "cancelled before it started" in st.detail
+
+
+def test_a_finished_run_without_ap_is_not_finished(tmp_path):
+    """Issue 11, item 1: FINISHED is not enough; the evaluation's AP must be there too."""
+    from reproduce import tracking
+    cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
+    exp = tracking.experiment_id(cl, "ci")
+    r = cl.create_run(exp, tags={tracking.TAG_HASH: "abc"})
+    cl.log_metric(r.info.run_id, "fps", 3.0)
+    cl.set_terminated(r.info.run_id, "FINISHED")
+    runs = tracking.runs_by_hash(cl, "ci", {"abc"})["abc"]
+    assert tracking.finished_run(runs) is None
+    assert classify(tracking.tracked(runs), None, ME).state == State.INTERRUPTED
+    cl.log_metric(r.info.run_id, "AP", 12.5)
+    runs = tracking.runs_by_hash(cl, "ci", {"abc"})["abc"]
+    assert classify(tracking.tracked(runs), None, ME).state == State.FINISHED
