@@ -104,6 +104,8 @@ MinJobAge=60
 KillWait=10
 InactiveLimit=0
 MpiDefault=none
+# Tiny, so that a table of three rows already goes as two arrays (tests/test_reproduce_run.py).
+MaxArraySize=2
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF

@@ -15,6 +15,21 @@ import yaml
 from .errors import UserError
 
 CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
+# sbatch options the suite sets itself: overriding them through ``sbatch_extra``
+# would break requeue-with-resume, the job array, the logs `reproduce logs`
+# reads, or contradict a field of the profile. Each maps to what to write instead.
+RESERVED_SBATCH = {
+    "signal": "the requeue signal submitit saves and requeues on; set signal_delay_s",
+    "requeue": "jobs must stay requeueable for requeue with resume; set max_requeues",
+    "no-requeue": "jobs must stay requeueable for requeue with resume; set max_requeues: 0 to never requeue",
+    "array": "each table is one job array; set array_parallelism",
+    "output": "the job logs `reproduce logs` reads", "error": "the job logs `reproduce logs` reads",
+    "open-mode": "the job logs keep every attempt", "job-name": "the suite names its jobs",
+    "time": "set time_min", "partition": "set partition", "account": "set account", "qos": "set qos",
+    "nodes": "set nodes", "cpus-per-task": "set cpus_per_task", "mem": "set mem_gb",
+    "gpus-per-node": "the profile's gpus decide it", "gpus": "the profile's gpus decide it",
+    "ntasks-per-node": "the profile's processes decide it", "ntasks": "the profile's processes decide it",
+}
 KEYS = {"name", "partition", "account", "qos", "gpus_per_node", "nodes", "cpus_per_task", "mem_gb", "time_min",
         "array_parallelism", "max_requeues", "signal_delay_s", "sbatch_extra", "setup", "description",
         "weights_cache"}
@@ -82,9 +97,34 @@ def load_cluster(name: str, cluster_dir: Path = CLUSTER_DIR) -> Cluster:
     data["name"] = data.get("name", path.stem)
     if data.get("weights_cache") is not None and not isinstance(data["weights_cache"], str):
         raise UserError("expected a folder path", file=str(path), field="weights_cache")
-    if not isinstance(data.get("sbatch_extra", {}), dict):
-        raise UserError("expected a mapping of sbatch option to value", file=str(path), field="sbatch_extra")
+    _check_sbatch_extra(data.get("sbatch_extra", {}), str(path))
+    _check_setup(data.get("setup", []), str(path))
     return Cluster(**data, file=str(path))
+
+
+def _check_sbatch_extra(extra: Any, path: str) -> None:
+    if not isinstance(extra, dict):
+        raise UserError("expected a mapping of sbatch option to value", file=path, field="sbatch_extra",
+                        hint="e.g. sbatch_extra: {constraint: a100, exclusive: true}")
+    for key, value in extra.items():
+        if not isinstance(key, str) or not key.strip("-"):
+            raise UserError(f"option {key!r} is not an sbatch option name", file=path, field="sbatch_extra")
+        option = key.strip().lstrip("-").replace("_", "-").lower()
+        if option in RESERVED_SBATCH:
+            raise UserError(f"option {key!r} is set by the suite and cannot be overridden", file=path,
+                            field="sbatch_extra", hint=RESERVED_SBATCH[option])
+        if isinstance(value, (dict, list)) or value is None:
+            raise UserError(f"option {key!r} needs a single value, got {value!r}", file=path,
+                            field="sbatch_extra", hint=f"e.g. {key}: value, or {key}: true for a flag")
+
+
+def _check_setup(setup: Any, path: str) -> None:
+    """A list of shell lines: a plain string would become one sbatch line per character."""
+    if isinstance(setup, str):
+        raise UserError("expected a list of shell lines, got a string", file=path, field="setup",
+                        hint=f"write setup: [{setup.strip().splitlines()[0][:60]!r}], one item per line")
+    if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
+        raise UserError(f"expected a list of shell lines, got {setup!r}"[:200], file=path, field="setup")
 
 
 def check_against_slurm(cluster: Cluster, gpus_needed: int) -> None:

@@ -79,11 +79,38 @@ class LocalSlotJob(TrainJob):
         return submitit.helpers.DelayedSubmission(LocalSlotJob(), payload)
 
 
+class DetachedLocalExecutor(submitit.LocalExecutor):
+    """submitit's local executor, its controllers started in a session of their own.
+
+    Started as submitit starts them, they share ``reproduce``'s process group:
+    Ctrl-C in the terminal (SIGINT to the group) or a closed SSH session
+    (SIGHUP) killed every local job and left its MLflow run RUNNING, although
+    local jobs, like SLURM jobs, are meant to outlive ``reproduce run``.
+    """
+
+    def _submit_command(self, command: str):
+        with _popen_in_new_session():
+            return super()._submit_command(command)
+
+
+@contextlib.contextmanager
+def _popen_in_new_session() -> Iterator[None]:
+    """``subprocess.Popen`` as submitit's local module calls it, with ``start_new_session=True``,
+    for the duration of one submission (the CLI submits from its only thread)."""
+    from submitit.local import local
+    original = local.subprocess.Popen
+    local.subprocess.Popen = functools.partial(original, start_new_session=True)
+    try:
+        yield
+    finally:
+        local.subprocess.Popen = original
+
+
 def make_executor(cluster: Cluster, folder: Path, gpus: int, processes: int | None = None):
     """A submitit executor for one run's resources: ``processes`` tasks (one per GPU by default)."""
     folder = Path(folder)
     if cluster.is_local:
-        ex = submitit.LocalExecutor(folder=folder / "local", max_num_timeout=cluster.max_requeues)
+        ex = DetachedLocalExecutor(folder=folder / "local", max_num_timeout=cluster.max_requeues)
         ex.update_parameters(timeout_min=cluster.time_min if cluster.file else 24 * 60, gpus_per_node=0,
                              tasks_per_node=1)
         return ex
@@ -133,9 +160,28 @@ def submit(cluster: Cluster, folder: Path, payloads: list[dict], gpus: int, proc
         with _stdio_detached():
             jobs = [ex.submit(fn, p) for p in payloads]
     else:
-        jobs = ex.map_array(fn, payloads)
+        # A table of more rows than the cluster's MaxArraySize goes as several arrays.
+        size = max_array_size()
+        jobs = [j for i in range(0, len(payloads), size) for j in ex.map_array(fn, payloads[i:i + size])]
     backend = "local" if cluster.is_local else "slurm"
     return [Submitted(p["config_hash"], backend, str(j.job_id), str(j.paths.folder)) for p, j in zip(payloads, jobs)]
+
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
+
+
+def max_array_size() -> int:
+    """How many tasks one job array may hold here: the controller's MaxArraySize
+    (task indices run 0 to MaxArraySize - 1), SLURM's default when unreadable."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return DEFAULT_MAX_ARRAY_SIZE
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return max(1, int(value.strip()))
+    return DEFAULT_MAX_ARRAY_SIZE
 
 
 @contextlib.contextmanager

@@ -45,12 +45,35 @@ def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
     (absolute, so jobs started in other directories find the same store)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
+        uri = credentials_to_env(uri)
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             path = Path(uri[len("sqlite:///"):])
             if not path.is_absolute():
                 return f"sqlite:///{path.resolve()}"
         return uri
     return f"sqlite:///{Path(default_dir or Path.cwd()).resolve() / DEFAULT_DB}"
+
+
+def credentials_to_env(uri: str) -> str:
+    """``http://user:secret@host`` -> ``http://host``, with the user and password in
+    MLflow's own variables (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``), which
+    this process's client and the jobs it starts (local processes, sbatch's
+    exported environment) read. The password then never reaches a job's
+    pickled payload, a printed line, a log, or an error message quoting the URI."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.scheme not in ("http", "https") or (parts.username is None and parts.password is None):
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
+    if parts.password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
 
 
 def redact(uri: str) -> str:

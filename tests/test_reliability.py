@@ -132,6 +132,36 @@ def test_unknown_cluster_and_bad_cluster_profile(tmp_path, capsys, ci_sweeps):
     assert code == 2 and "unknown cluster 'nope'" in err
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("setup: module load cuda\n", "field 'setup': expected a list of shell lines, got a string"),
+    ("setup: [1, 2]\n", "field 'setup': expected a list of shell lines"),
+    ("sbatch_extra: {signal: 'USR1@30'}\n", "option 'signal' is set by the suite"),
+    ("sbatch_extra: {'--array': '0-3'}\n", "option '--array' is set by the suite"),
+    ("sbatch_extra: {no_requeue: true}\n", "option 'no_requeue' is set by the suite"),
+    ("sbatch_extra: {time: '10:00'}\n", "(set time_min)"),
+    ("sbatch_extra: {constraint: [a100, h100]}\n", "option 'constraint' needs a single value"),
+])
+def test_cluster_profile_types_and_reserved_sbatch_options(tmp_path, capsys, ci_sweeps, text, needle):
+    """Issue 11, item 12: a string `setup:` (one sbatch line per character) and
+    sbatch_extra overriding what requeue-with-resume relies on are refused on one line."""
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("partition: debug\n" + text)
+    code, err = _run(capsys, "run", "soft_hard", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir",
+                     str(tmp_path), "--cluster", str(profile))
+    assert code == 2 and needle in err and err.count("\n") == 1 and "mine.yaml" in err, err
+    assert not (tmp_path / ".reproduce" / "state" / "jobs.json").exists()
+
+
+def test_cluster_profile_accepts_plain_extras(tmp_path):
+    from reproduce import clusters
+    path = tmp_path / "ok.yaml"
+    path.write_text("setup: [module load cuda/12.4, source ~/venv/bin/activate]\n"
+                    "sbatch_extra: {constraint: a100, exclusive: true, gres-flags: enforce-binding}\n")
+    c = clusters.load_cluster(str(path))
+    assert c.setup == ["module load cuda/12.4", "source ~/venv/bin/activate"]
+    assert c.sbatch_extra == {"constraint": "a100", "exclusive": True, "gres-flags": "enforce-binding"}
+
+
 @pytest.mark.slow
 def test_unknown_partition_and_gpus_caught_by_sinfo(tmp_path, capsys, ci_sweeps, slurm_cluster, monkeypatch):
     from reproduce import clusters

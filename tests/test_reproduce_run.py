@@ -2,6 +2,7 @@
 MLflow on SQLite, no row trained twice, a killed `reproduce run` reattaches."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -116,23 +117,27 @@ def test_killed_reproduce_run_reattaches(tmp_path):
 
 
 def test_slurm_array_run(tmp_path, ci_sweeps, slurm_cluster):
-    hashes = planned_hashes(tmp_path, ci_sweeps, "soft_hard")
-    out = reproduce(tmp_path, ci_sweeps, "run", "soft_hard", "--cluster", slurm_cluster, "--poll", "1")
-    assert "2/2 finished" in out.stderr
+    # Issue 11, item 13: the local cluster's MaxArraySize is 2 (cluster/local-slurm.sh),
+    # so table2's three rows go as two arrays, of two tasks and of one.
+    hashes = planned_hashes(tmp_path, ci_sweeps, "table2")
+    out = reproduce(tmp_path, ci_sweeps, "run", "table2", "--cluster", slurm_cluster, "--poll", "1")
+    assert "3/3 finished" in out.stderr
     runs = assert_finished_once(tmp_path, hashes)
     job_ids = {r.data.tags.get(tracking.TAG_JOB) for r in runs}
-    assert all(j and "_" in j for j in job_ids), job_ids  # array tasks: JOBID_TASK
-    assert len({j.split("_")[0] for j in job_ids}) == 1, "one job array for the table"
+    arrays = {}
+    for j in job_ids:  # array tasks read JOBID_TASK; submitit submits a lone payload as a plain job
+        arrays.setdefault(j.split("_")[0], []).append(j.split("_")[1] if "_" in j else "-")
+    assert sorted(sorted(tasks) for tasks in arrays.values()) == [["-"], ["0", "1"]], job_ids
     # Accounting lags the jobs by a few seconds (the runs are FINISHED in MLflow
     # before the job processes exit).
     deadline = time.time() + 120
     while True:
-        sacct = subprocess.run(["sacct", "-n", "-X", "-o", "JobID,State", "-j", next(iter(job_ids)).split("_")[0]],
+        sacct = subprocess.run(["sacct", "-n", "-X", "-o", "JobID,State", "-j", ",".join(arrays)],
                                capture_output=True, text=True).stdout
-        if sacct.count("COMPLETED") == 2 or time.time() > deadline:
+        if sacct.count("COMPLETED") == 3 or time.time() > deadline:
             break
         time.sleep(2)
-    assert sacct.count("COMPLETED") == 2, sacct
+    assert sacct.count("COMPLETED") == 3, sacct
 
 
 def status_of(workdir, sweeps, table):
@@ -183,3 +188,37 @@ def test_cancel_and_logs_on_the_local_executor(tmp_path):
     assert f"local job {pid} " in first.stdout and f"local job {pid} " not in latest.stdout
     bad = reproduce(work, sweeps, "logs", "one", "musu", "--attempt", "5", check=False)
     assert bad.returncode == 2 and "2 attempt(s)" in bad.stderr
+
+
+def test_ctrl_c_and_hangup_leave_local_jobs_training(tmp_path):
+    """Issue 11, item 5: SIGINT then SIGHUP to the terminal's whole process group
+    (Ctrl-C, a closed SSH session) ends `reproduce run`, not its local jobs."""
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path, iters=40, ckpt=20)
+    cmd = [*REPRODUCE, "run", "one", "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(tmp_path),
+           "--poll", "1"]
+    # Its own session stands for the terminal: the group signalled is reproduce's and whatever shares it.
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while True:
+        assert time.time() < deadline and proc.poll() is None
+        if (tmp_path / ".reproduce" / "state" / "jobs.json").exists():
+            runs, _ = mlflow_runs(tmp_path)
+            if any(int(r.data.tags.get(tracking.TAG_PROGRESS, "0/1").split("/")[0]) >= 4 for r in runs):
+                break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert "submitted jobs keep running" in err, err[-2000:]
+    with contextlib.suppress(ProcessLookupError):  # whatever is left of the group hangs up too
+        os.killpg(proc.pid, signal.SIGHUP)
+    (record,) = json.loads((tmp_path / ".reproduce" / "state" / "jobs.json").read_text()).values()
+    time.sleep(2)
+    from reproduce.executor import pid_alive
+    assert pid_alive(int(record["job_id"])), "the local job died with the terminal's process group"
+    again = reproduce(tmp_path, sweeps, "run", "one", "--poll", "1")
+    assert "already submitted (reattaching)" in again.stderr and "1/1 finished" in again.stderr, again.stderr[-2000:]
+    (run,), cl = mlflow_runs(tmp_path)
+    steps = [m.step for m in cl.get_metric_history(run.info.run_id, "train/loss")]
+    assert run.info.status == "FINISHED" and sorted(steps) == list(range(2, 41, 2)), steps
