@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,11 @@ from mmengine.hooks import Hook
 from .configs import config_path
 
 
-def load_config(config: str | os.PathLike, options: dict[str, Any] | None = None) -> Config:
-    """A config by path or by name (``musu_r50_1x_coco``), with dotted-key overrides merged in."""
-    path = Path(config)
-    if not path.is_file():
-        path = config_path(str(config))
-    cfg = Config.fromfile(str(path))
+def load_config(config: str | os.PathLike, options: dict[str, Any] | None = None,
+                config_dirs: tuple[str | Path, ...] = ()) -> Config:
+    """A config by name (``musu_r50_1x_coco``; see ``config_path`` for where names
+    resolve), with dotted-key overrides merged in."""
+    cfg = Config.fromfile(str(config_path(str(config), tuple(config_dirs))))
     if options:
         cfg.merge_from_dict(dict(options))
     return cfg
@@ -59,15 +59,36 @@ def has_checkpoint(work_dir: str | os.PathLike) -> bool:
     return ensure_resumable(work_dir) is not None
 
 
+class CheckpointIOError(OSError):
+    """A checkpoint the storage would not give back (NFS, Lustre): not proof it is bad."""
+
+
+IO_ATTEMPTS, IO_WAIT_S = 4, 2.0  # reads of a checkpoint the storage fails, and the back-off between them
+
+
 def _loads(path: Path) -> bool:
+    """True when ``path`` is a checkpoint mmengine can resume from; False when it is
+    not (truncated, corrupt, not a checkpoint). An error of the storage itself is
+    retried, then raised as ``CheckpointIOError``: the file may be fine, and
+    setting it aside would restart training from an older one, or from zero."""
     import torch
 
     from . import checkpoint_compat  # noqa: F401
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        return isinstance(ckpt, dict) and "state_dict" in ckpt and "meta" in ckpt
-    except Exception:  # noqa: BLE001 - any failure means "not usable"
-        return False
+    attempts = IO_ATTEMPTS
+    for attempt in range(attempts):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            return isinstance(ckpt, dict) and "state_dict" in ckpt and "meta" in ckpt
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if attempt == attempts - 1:
+                raise CheckpointIOError(f"checkpoint {path} could not be read after {attempts} tries ({exc}); "
+                                        "left in place: this attempt fails and the next resumes from it") from exc
+            time.sleep(IO_WAIT_S * (attempt + 1))
+        except Exception:  # noqa: BLE001 - any other failure means the file is not usable
+            return False
+    return False
 
 
 def ensure_resumable(work_dir: str | os.PathLike) -> Path | None:
@@ -76,6 +97,8 @@ def ensure_resumable(work_dir: str | os.PathLike) -> Path | None:
     A job killed while writing leaves a truncated file; resuming from it would
     crash every requeue. Such a file is renamed ``*.corrupt`` (kept, never
     deleted) and the previous good checkpoint is used instead, with a warning.
+    A file the storage will not read (an I/O error) is not judged: after
+    retries ``CheckpointIOError`` is raised and nothing is renamed.
     """
     work_dir = Path(work_dir)
     marker = work_dir / "last_checkpoint"
@@ -146,7 +169,11 @@ def main(argv=None) -> None:
     ap.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm"])
     ap.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
+    # A file named on this command line is its user's explicit choice: its folder is allowed.
+    name, dirs = args.config, ()
+    if Path(args.config).is_file():
+        name, dirs = Path(args.config).name, (str(Path(args.config).resolve().parent),)
+    cfg = load_config(name, args.cfg_options, dirs)
     if args.data_root:
         set_data_root(cfg, args.data_root)
     metrics = train(cfg, args.work_dir, resume=not args.no_resume, launcher=args.launcher)

@@ -18,19 +18,22 @@ from rich.console import Console
 
 from .errors import UserError
 from .executor import job_state
-from .plan import plan_tables, select_rows
+from .plan import plan_args, select_rows
 from .state import JobStore
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_cancel(args) -> int:
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
+    profile, tables, runs = plan_args(args)
     store = JobStore.at(args.workdir)
     records = store.records(profile.name)
     targets: dict[str, tuple[list[str], dict]] = {}
     for table, row, run in select_rows(tables, runs, args.row):
         record = records.get(run.config_hash)
+        if record is not None and record["backend"] == "local" and job_state(record).phase == "unknown":
+            raise UserError(f"{table}/{row}: its local job runs on {record.get('host')}, not here",
+                            hint="run `reproduce cancel` on that machine")
         if record is not None and job_state(record).phase != "ended":
             targets.setdefault(run.config_hash, ([], record))[0].append(f"{table}/{row}")
     if not targets:

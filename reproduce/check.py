@@ -42,7 +42,7 @@ def check_task(payload: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     device = preflight.job_device()
     for entry in payload["configs"]:
-        cfg = load_config(entry["config"], entry["options"])
+        cfg = load_config(entry["config"], entry["options"], tuple(payload.get("config_dirs", ())))
         for c in preflight.run_checks(cfg, device=device, gpus=payload["gpus"],
                                       tracking_uri=payload["tracking_uri"]):
             rows.append(dict(task=_task_id(), device=device, config=entry["config"], runs=len(entry["runs"]),
@@ -59,10 +59,9 @@ def cmd_check(args) -> int:
     from . import datasets
     from .clusters import check_against_slurm, load_cluster
     from .commands import require_local_gpus
-    from .plan import plan_tables
-    from .plan import Planner, dataset_options
+    from .plan import Planner, dataset_options, plan_args
 
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
+    profile, tables, runs = plan_args(args)
     cluster = load_cluster(args.cluster)
     require_local_gpus(profile, cluster)
     check_against_slurm(cluster, profile.gpus)
@@ -71,7 +70,8 @@ def cmd_check(args) -> int:
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
     data_root = datasets.prepare(profile, workdir)
     configs = list(_distinct(Planner(profile), runs, dataset_options(profile, data_root)).values())
-    payload = dict(configs=configs, gpus=profile.gpus, tracking_uri=uri, torch_home=str(cluster.torch_home(workdir)))
+    payload = dict(configs=configs, gpus=profile.gpus, tracking_uri=uri, torch_home=str(cluster.torch_home(workdir)),
+                   config_dirs=list(profile.config_dirs))
     console = Console(stderr=True, highlight=False)
     if cluster.is_local:
         rows = check_task(payload)

@@ -35,6 +35,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="a MuSu switch on every MuSu row, e.g. --set b=0.2 num_anchors=3 (changes the run's hash)")
     p.add_argument("--cfg-options", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="any mmengine config key on every row, e.g. optim_wrapper.optimizer.lr=0.02")
+    p.add_argument("--configs", type=Path, action="append", default=[], metavar="DIR",
+                   help="a folder of your own mmengine configs that profiles may name (repeatable); config names "
+                        "otherwise resolve only in the suite's configs and mmdet::")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="exit once everything is submitted")
     p.add_argument("--parallel", type=int, default=1, help="local runs trained at once (default 1)")
     p.add_argument("--poll", type=float, default=5.0, help="seconds between progress updates")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="train again the finished runs whose code fingerprint is not today's (status says stale)")
     p = sub.add_parser("status", help="per row: pending, running, finished or failed")
     p.add_argument("tables", nargs="?", default="all")
     _common(p)

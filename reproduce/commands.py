@@ -13,17 +13,17 @@ from rich.table import Table as RichTable
 
 from . import tracking
 from .errors import UserError
-from .plan import Planner, Run, dataset_options, plan_tables
+from .plan import Planner, Run, dataset_options, plan_args
 from .weights import prefetch, pretrained
 from .state import JobStore, next_attempt
-from .status import ACTIVE, State, duration, state_of
+from .status import ACTIVE, State, duration, states_of
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_plan(args) -> int:
     from musu.core.switches import Switches
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
+    profile, tables, runs = plan_args(args)
     total = sum(r.gpu_hours for r in runs)
     shared = [r for r in runs if len(r.rows) > 1]
     if args.json:
@@ -52,12 +52,12 @@ def _short(v: Any) -> str:
 
 # ---- status ---------------------------------------------------------------------------------------------
 def cmd_status(args) -> int:
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
+    profile, tables, runs = plan_args(args)
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
     cl = tracking.client(uri)
     mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
     records = JobStore.at(args.workdir).records(profile.name)
-    states = {r.config_hash: state_of(mlruns.get(r.config_hash, []), records.get(r.config_hash)) for r in runs}
+    states = states_of(mlruns, records, (r.config_hash for r in runs))
     by_row = {}
     for run in runs:
         for t, row in run.rows:
@@ -65,7 +65,8 @@ def cmd_status(args) -> int:
     if args.json:
         json.dump([dict(table=t.name, row=row.name, config_hash=by_row[(t.name, row.name)][0].config_hash,
                         state=by_row[(t.name, row.name)][1].state, detail=by_row[(t.name, row.name)][1].detail,
-                        seconds_left=by_row[(t.name, row.name)][1].seconds_left)
+                        seconds_left=by_row[(t.name, row.name)][1].seconds_left,
+                        stale=by_row[(t.name, row.name)][1].stale)
                    for t in tables for row in t.rows if (t.name, row.name) in by_row], sys.stdout, indent=1)
         print()
         return 0
@@ -115,7 +116,7 @@ def cmd_run(args) -> int:
     from .clusters import check_against_slurm, load_cluster
     from .executor import submit
 
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
+    profile, tables, runs = plan_args(args)
     cluster = load_cluster(args.cluster)
     if args.parallel < 1:
         raise UserError(f"--parallel must be >= 1, got {args.parallel}")
@@ -132,56 +133,79 @@ def cmd_run(args) -> int:
         raise UserError(f"--parallel {args.parallel} trains {args.parallel} runs of {gpus} GPU(s) at once and this "
                         f"machine has {len(gpu_ids)}", hint=f"use --parallel {len(gpu_ids) // gpus}")
     check_against_slurm(cluster, gpus)
-    data_root = datasets.prepare(profile, workdir)
-    cl = tracking.client(uri)
-    mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
-    store = JobStore.at(workdir)
-    records = store.records(profile.name)
+    # Decide, submit and record under one lock: a second `reproduce run` sharing rows in this
+    # work dir waits, then finds them submitted and reattaches.
+    with JobStore.at(workdir).submitting():
+        data_root = datasets.prepare(profile, workdir)
+        cl = tracking.client(uri)
+        mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
+        store = JobStore.at(workdir)
+        records = store.records(profile.name)
 
-    finished, attached, todo = [], [], []
-    for run in runs:
-        st = state_of(mlruns.get(run.config_hash, []), records.get(run.config_hash))
-        if st.state == State.FINISHED:
-            finished.append(run)
-        elif st.state in ACTIVE:
-            attached.append(run)
-        else:
-            todo.append(run)
-    console.print(f"[bold]{len(runs)}[/] runs for {', '.join(t.name for t in tables)} on profile "
-                  f"[bold]{profile.name}[/]: {len(finished)} finished, {len(attached)} already submitted "
-                  f"(reattaching), {len(todo)} to submit to {cluster.name}")
-    abs_data = dataset_options(profile, data_root)
-    # Compute nodes may have no internet: every weight file the runs to submit
-    # name is fetched here, now; the jobs read this cache and never download.
-    torch_home = cluster.torch_home(workdir)
-    planner = Planner(profile)
-    prefetch([name for run in todo for name in pretrained(planner.resolve(run.config_name, run.options))],
-             torch_home)
-    work = workdir / ".reproduce" / "submitit"
+        finished, attached, todo, stale = [], [], [], []
+        states = states_of(mlruns, records, (r.config_hash for r in runs))
+        for run in runs:
+            st = states[run.config_hash]
+            if st.state == State.FINISHED and st.stale and args.rerun_stale:
+                stale.append(run)
+                todo.append(run)
+            elif st.state == State.FINISHED:
+                finished.append(run)
+            elif st.state in ACTIVE:
+                attached.append(run)
+            else:
+                todo.append(run)
+        console.print(f"[bold]{len(runs)}[/] runs for {', '.join(t.name for t in tables)} on profile "
+                      f"[bold]{profile.name}[/]: {len(finished)} finished, {len(attached)} already submitted "
+                      f"(reattaching), {len(todo)} to submit to {cluster.name}"
+                      + (f" ({len(stale)} stale, retrained)" if stale else ""))
+        old_code = sum(states[r.config_hash].stale for r in finished)
+        if old_code:
+            console.print(f"[yellow]{old_code} finished run(s) were trained with older code[/]; "
+                          "`reproduce run --rerun-stale` retrains them")
+        for run in stale:  # their final checkpoints must not be resumed from: kept aside, not deleted
+            wd = workdir / "work_dirs" / profile.name / run.config_hash
+            if wd.exists():
+                wd.rename(wd.with_name(f"{wd.name}.stale-{int(time.time())}"))
+        abs_data = dataset_options(profile, data_root)
+        # Compute nodes may have no internet: every weight file the runs to submit
+        # name is fetched here, now; the jobs read this cache and never download.
+        torch_home = cluster.torch_home(workdir)
+        planner = Planner(profile)
+        prefetch([name for run in todo for name in pretrained(planner.resolve(run.config_name, run.options))],
+                 torch_home)
+        work = workdir / ".reproduce" / "submitit"
 
-    def payload(run: Run) -> dict:
-        return dict(config_hash=run.config_hash, config=run.config_name, options={**run.options, **abs_data},
-                    profile=profile.name, rows=[f"{t}/{r}" for t, r in run.rows], seed=run.seed,
-                    tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
-                    launcher="slurm" if profile.processes > 1 else "none", gpus=gpus,
-                    processes=profile.processes, torch_home=str(torch_home), signal_delay_s=cluster.signal_delay_s,
-                    slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel, local_gpu_ids=gpu_ids)
+        def payload(run: Run) -> dict:
+            return dict(config_hash=run.config_hash, config=run.config_name, config_dirs=list(profile.config_dirs),
+                        options={**run.options, **abs_data},
+                        profile=profile.name, rows=[f"{t}/{r}" for t, r in run.rows], seed=run.seed,
+                        tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
+                        launcher="slurm" if profile.processes > 1 else "none", gpus=gpus,
+                        processes=profile.processes, torch_home=str(torch_home), signal_delay_s=cluster.signal_delay_s,
+                        slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel, local_gpu_ids=gpu_ids,
+                        rerun=run in stale)
 
-    def resubmit(again: list[Run], records: dict[str, Any]) -> None:
-        """Submit ``again`` (each counted against the cluster's ``max_requeues``)."""
-        submitted = submit(cluster, work, [payload(r) for r in again], gpus, profile.processes)
-        store.save(profile.name, {s.config_hash: {
-            **next_attempt(records.get(s.config_hash), s.record()),
-            "resubmits": (records.get(s.config_hash) or {}).get("resubmits", 0) + 1} for s in submitted})
+        def resubmit(again: list[Run], records: dict[str, Any]) -> None:
+            """Submit ``again`` (each counted against the cluster's ``max_requeues``), unless
+            another `reproduce run` resubmitted it meanwhile (its record names a newer job)."""
+            with store.submitting():
+                now = store.records(profile.name)
+                again = [r for r in again if (now.get(r.config_hash) or {}).get("job_id")
+                         == (records.get(r.config_hash) or {}).get("job_id")]
+                submitted = submit(cluster, work, [payload(r) for r in again], gpus, profile.processes)
+                store.save(profile.name, {s.config_hash: {
+                    **next_attempt(records.get(s.config_hash), s.record()),
+                    "resubmits": (records.get(s.config_hash) or {}).get("resubmits", 0) + 1} for s in submitted})
+            for s in submitted:
+                console.print(f"resubmitted {s.config_hash} as {s.backend} job {s.job_id}: its job was killed by the "
+                              "system, it resumes from its last checkpoint")
+
+        submitted = submit(cluster, work, [payload(r) for r in todo], gpus, profile.processes)
+        store.save(profile.name, {s.config_hash: next_attempt(records.get(s.config_hash), s.record())
+                                  for s in submitted})
         for s in submitted:
-            console.print(f"resubmitted {s.config_hash} as {s.backend} job {s.job_id}: its job was killed by the "
-                          "system, it resumes from its last checkpoint")
-
-    submitted = submit(cluster, work, [payload(r) for r in todo], gpus, profile.processes)
-    store.save(profile.name, {s.config_hash: next_attempt(records.get(s.config_hash), s.record())
-                              for s in submitted})
-    for s in submitted:
-        console.print(f"submitted {s.config_hash} as {s.backend} job {s.job_id}")
+            console.print(f"submitted {s.config_hash} as {s.backend} job {s.job_id}")
     if args.no_wait:
         console.print("submitted; follow with `reproduce status`, or `reproduce run` again to wait")
         return 0
@@ -200,8 +224,7 @@ def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None,
     while True:
         records = store.records(profile)
         mlruns = tracking.runs_by_hash(cl, profile, {r.config_hash for r in runs})
-        states = {r.config_hash: state_of(mlruns.get(r.config_hash, []), records.get(r.config_hash))
-                  for r in runs}
+        states = states_of(mlruns, records, (r.config_hash for r in runs))
         for run in runs:
             st = states[run.config_hash]
             line = f"{st.state}: {st.detail}" if st.detail else st.state

@@ -22,12 +22,8 @@ import submitit
 
 from .clusters import Cluster
 from .job import TrainJob
+from .slurm_view import ENDED, UNKNOWN, VANISHED, WAITING, SlurmView
 
-# SLURM states of a job that will still run ("UNKNOWN": sacct has not seen it yet) ...
-PENDING_SLURM = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESIZING",
-                 "UNKNOWN"}
-# ... and of one that runs now. Anything else has ended.
-RUNNING_SLURM = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 
 
 @contextlib.contextmanager
@@ -146,7 +142,10 @@ class Submitted:
     folder: str
 
     def record(self) -> dict[str, Any]:
-        return dict(backend=self.backend, job_id=self.job_id, folder=self.folder, submitted=time.time())
+        rec = dict(backend=self.backend, job_id=self.job_id, folder=self.folder, submitted=time.time())
+        if self.backend == "local":
+            rec.update(process_identity(int(self.job_id)))
+        return rec
 
 
 def submit(cluster: Cluster, folder: Path, payloads: list[dict], gpus: int, processes: int | None = None
@@ -205,6 +204,36 @@ def _stdio_detached() -> Iterator[None]:
             os.close(fd)
 
 
+def process_identity(pid: int) -> dict[str, str]:
+    """What tells this process from a later one given the same pid: the host, the
+    boot (a reboot restarts pids) and its start time in clock ticks since boot."""
+    import socket
+    ident = {"host": socket.gethostname()}
+    try:
+        ident["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        ident["started_ticks"] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        pass
+    return ident
+
+
+def local_job_alive(record: dict[str, Any]) -> bool | None:
+    """True while the recorded local job's process runs; False once it ended (or its
+    pid now names another process, after a reboot or pid reuse); None when the job
+    ran on another host, where this one cannot look."""
+    import socket
+    if record.get("host") and record["host"] != socket.gethostname():
+        return None
+    pid = int(record["job_id"])
+    if not pid_alive(pid):
+        return False
+    now = process_identity(pid)
+    for key in ("boot_id", "started_ticks"):
+        if record.get(key) and now.get(key) and record[key] != now[key]:
+            return False
+    return True
+
+
 def pid_alive(pid: int) -> bool:
     """True while the process runs (a zombie, ended but not yet reaped, counts as ended)."""
     try:
@@ -215,39 +244,6 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
-
-
-def slurm_state(record: dict[str, Any]) -> str:
-    """The job's state as sacct reports it (through submitit's watcher), e.g.
-    ``PENDING``, ``CANCELLED by 1000`` (the uid that asked for the cancel)."""
-    state = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"]).state.strip()
-    state = f"{state.split()[0].upper()} {' '.join(state.split()[1:])}".strip() if state else "UNKNOWN"
-    if state != "UNKNOWN":
-        return state
-    # sacct has no record yet (just submitted) or never will (an array task
-    # cancelled before it started): slurmctld itself knows which.
-    try:
-        out = subprocess.run(["squeue", "-h", "-j", record["job_id"], "-o", "%T"], capture_output=True, text=True,
-                             timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return "UNKNOWN"
-    if out.returncode == 0 and out.stdout.strip():
-        return out.stdout.split()[0].upper()
-    history = slurm_history(record)
-    return history[-1] if history else "VANISHED"
-
-
-def slurm_history(record: dict[str, Any]) -> list[str]:
-    """Every state the job went through (``sacct -D``), oldest first, e.g.
-    ``['NODE_FAIL', 'PENDING']`` for a job SLURM requeued after its node died."""
-    if record.get("backend") != "slurm":
-        return []
-    try:
-        out = subprocess.run(["sacct", "-D", "-n", "-X", "-P", "-j", record["job_id"], "-o", "State"],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
 def job_result_state(record: dict[str, Any]) -> str | None:
@@ -282,7 +278,7 @@ class JobState:
     """What became of a run's job, the same for a local process and a SLURM job."""
     job_id: str
     backend: str                          # local | slurm
-    phase: str                            # waiting | started | ended
+    phase: str                            # waiting | started | ended | unknown (SLURM did not say; ask again)
     state: str = ""                       # the scheduler's word, lower case: "pending", "cancelled by 1000", "ended"
     earlier_states: tuple[str, ...] = ()  # a requeued job's earlier ends, e.g. ("node_fail",)
     result: str | None = None             # submitit's "success"/"error"; None when the job could not report
@@ -291,20 +287,28 @@ class JobState:
     cancelled: bool = False               # stopped by `reproduce cancel`
 
 
-def job_state(record: dict[str, Any]) -> JobState:
-    """Ask the job's backend where its job is (as submitit's watchers do, one per backend)."""
+def job_state(record: dict[str, Any], view: SlurmView | None = None) -> JobState:
+    """Where a run's job is: its process for a local job; for a SLURM job, ``view``
+    (one poll's squeue and sacct for every job, see ``SlurmView``), taken for
+    this job alone when not given."""
     job, backend = str(record["job_id"]), record.get("backend", "slurm")
     if backend == "local":
-        if pid_alive(int(job)):
+        alive = local_job_alive(record)
+        if alive is None:
+            return JobState(job, backend, "unknown", f"local job on {record['host']}")
+        if alive:
             return JobState(job, backend, "started")
         end = "ended"
     else:
-        full = slurm_state(record)
-        word = full.split()[0]
-        if word in PENDING_SLURM:
-            earlier = tuple(h.lower() for h in slurm_history(record)[:-1] if h not in ("PENDING", "RUNNING"))
+        view = view if view is not None else SlurmView.take([record])
+        full = view.state(record)
+        word = full.split()[0].upper()
+        if word == UNKNOWN:
+            return JobState(job, backend, "unknown", "unknown")
+        if word in WAITING:
+            earlier = tuple(h.lower() for h in view.history(record)[:-1] if h not in ("PENDING", "RUNNING"))
             return JobState(job, backend, "waiting", word.lower(), earlier)
-        if word in RUNNING_SLURM:
+        if word not in ENDED and word != VANISHED:
             return JobState(job, backend, "started", word.lower())
         end = full.lower()
     return JobState(job, backend, "ended", end, result=job_result_state(record), log_tail=job_log_tail(record),

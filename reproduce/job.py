@@ -116,8 +116,7 @@ def _open_run(cl, payload: dict) -> str:
             tracking.TAG_ROW: row, tracking.TAG_ROWS: json.dumps(payload["rows"]), tracking.TAG_COMMIT: git_commit(),
             tracking.TAG_TABLES: ",".join(sorted({r.split("/", 1)[0] for r in payload["rows"]})),
             "mlflow.runName": f"{payload['rows'][0]}@{h}"}
-    run = retry(lambda: cl.create_run(exp, tags=tags, run_name=f"{payload['rows'][0]}@{h}"))
-    return run.info.run_id
+    return tracking.create_run_once(cl, exp, tags, f"{payload['rows'][0]}@{h}").info.run_id
 
 
 def _log_params(cl, run_id: str, resolved: dict) -> None:
@@ -244,8 +243,11 @@ def run_training(payload: dict) -> dict:
     # A job SLURM requeues after it already finished (a requeue racing the
     # job's last seconds) must not train, or log, a second time.
     h = payload["config_hash"]
+    from .fingerprint import code_fingerprint
+    code = code_fingerprint()
     done = tracking.finished_run(tracking.runs_by_hash(cl, payload["profile"], {h}).get(h, []))
-    if done is not None:
+    # A rerun of a stale run (`run --rerun-stale`) trains unless a run with today's code has finished.
+    if done is not None and (not payload.get("rerun") or done.data.tags.get(tracking.TAG_CODE) == code):
         print(f"[reproduce] {h} already finished (MLflow run {done.info.run_id}); nothing to train", flush=True)
         return dict(done.data.metrics)
     run_id = _open_run(cl, payload) if rank == 0 else None
@@ -253,11 +255,12 @@ def run_training(payload: dict) -> dict:
     try:
         if rank == 0:
             retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "running"))
+            retry(lambda: cl.set_tag(run_id, tracking.TAG_CODE, code))
             if slurm_job:
                 retry(lambda: cl.set_tag(run_id, tracking.TAG_JOB, slurm_job))
             else:
                 retry(lambda: cl.set_tag(run_id, tracking.TAG_PID, str(os.getpid())))
-        cfg = load_config(payload["config"], payload["options"])
+        cfg = load_config(payload["config"], payload["options"], tuple(payload.get("config_dirs", ())))
         # Everything the config needs, on this job's device, before the first
         # iteration: a CPU-only mmcv fails here in seconds, not at the first
         # evaluation after 90k iterations.
@@ -320,9 +323,12 @@ def run_training(payload: dict) -> dict:
             tail = exception_chain(exc) + "\n" + "".join(traceback.format_exception(exc))[-2000:]
             # submitit requeues with sys.exit: an interruption, like a Ctrl-C or its giving up.
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, submitit.core.utils.UncompletedJobError))
+            from musu.train import CheckpointIOError
+            # The storage failed, not the run: `status` reads it killed and `run` resubmits it.
+            state = "storage" if isinstance(exc, CheckpointIOError) else "interrupted" if interrupted else "failed"
             try:
                 retry(lambda: cl.set_tag(run_id, tracking.TAG_ERROR, tail))
-                retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "interrupted" if interrupted else "failed"))
+                retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, state))
                 retry(lambda: cl.set_terminated(run_id, status="KILLED" if interrupted else "FAILED"))
             except Exception:  # noqa: BLE001 - the original error matters more
                 pass

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import tracking
 from .errors import UserError
-from .plan import plan_tables, select_rows
+from .plan import plan_args, select_rows
 from .state import JobStore
 
 
@@ -26,7 +26,7 @@ def attempts(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cmd_logs(args) -> int:
-    profile, tables, runs = plan_tables(args.profile, args.table, args.sweeps, args.switches, args.cfg_options)
+    profile, tables, runs = plan_args(args, args.table)
     if len(tables) != 1:
         raise UserError("logs takes one table", hint="e.g. reproduce logs table1 alpha-1/3")
     ((table, row, run),) = select_rows(tables, runs, args.row)

@@ -86,9 +86,14 @@ class Planner:
 
             from musu.configs import config_path
             try:
-                self._parsed[name] = Config.fromfile(str(config_path(name)), import_custom_modules=False)
+                path = config_path(name, self.profile.config_dirs)
             except FileNotFoundError as exc:
                 raise UserError(str(exc), file=self.profile.file, field="configs") from None
+            try:
+                self._parsed[name] = Config.fromfile(str(path), import_custom_modules=False)
+            except Exception as exc:  # noqa: BLE001 - a config is Python: any error is the config's
+                raise UserError(f"config {name} ({path}) does not parse: {type(exc).__name__}: {first_line(exc)}",
+                                file=self.profile.file, field="configs", hint="fix the config file") from None
         return self._parsed[name]
 
     def options_for(self, row: Row, seed: int) -> tuple[str, dict[str, Any]]:
@@ -134,7 +139,8 @@ class Planner:
         h = hashlib.sha256()
         for path in [Path(self.profile.file), *(Path(t.file) for t in tables), Path(__file__),
                      here / "spec.py", here / "profiles.py", Path(switches.__file__),
-                     *sorted(CONFIG_DIR.rglob("*.py"))]:
+                     *sorted(CONFIG_DIR.rglob("*.py")),
+                     *sorted(p for d in self.profile.config_dirs for p in Path(d).rglob("*.py"))]:
             h.update(str(path).encode())
             h.update(path.read_bytes())
         # what the command line changed in memory (--set, --cfg-options)
@@ -226,8 +232,15 @@ def _cache_store(key: str, runs: list[Run]) -> None:
         pass  # a read-only home only costs speed
 
 
+def plan_args(args, tables: str | None = None) -> tuple[Profile, list[Table], list[Run]]:
+    """``plan_tables`` for a command's parsed options (every command takes the same ones)."""
+    return plan_tables(args.profile, tables if tables is not None else args.tables, args.sweeps, args.switches,
+                       args.cfg_options, getattr(args, "configs", None))
+
+
 def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches: list[str] | None = None,
-                cfg_options: list[str] | None = None) -> tuple[Profile, list[Table], list[Run]]:
+                cfg_options: list[str] | None = None, config_dirs: list[Path] | None = None
+                ) -> tuple[Profile, list[Table], list[Run]]:
     """The profile, the tables (``table1,table6``, ``all``, or spec files) and their runs.
 
     ``switches`` (``b=0.2``) set a MuSu switch on every MuSu row, ``cfg_options``
@@ -237,6 +250,11 @@ def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches:
     sweeps = sweeps or SWEEPS_DIR
     prof = load_profile(profile, sweeps)
     tabs = load_tables(tables, sweeps)
+    if config_dirs:
+        missing = [str(d) for d in config_dirs if not Path(d).is_dir()]
+        if missing:
+            raise UserError(f"--configs {missing[0]} is not a folder", hint="name a folder of mmengine config files")
+        prof = dataclasses.replace(prof, config_dirs=tuple(str(Path(d).resolve()) for d in config_dirs))
     if cfg_options:
         prof = dataclasses.replace(prof, cfg_options={**prof.cfg_options, **parse_assignments(cfg_options,
                                                                                             "--cfg-options")})

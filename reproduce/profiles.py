@@ -42,6 +42,9 @@ class Profile:
     patches: dict[str, dict[str, Any]]
     cost: dict[str, Any]
     file: str
+    # Folders of the user's own configs, named on the command line (--configs DIR):
+    # with the suite's configs and mmdet's, the only places a config name may resolve.
+    config_dirs: tuple[str, ...] = ()
 
     def choose(self, key: str, row_name: str, table_file: str) -> ConfigChoice:
         for pattern, choice in self.configs.items():
@@ -134,6 +137,13 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
     cost = data.get("cost") or {}
     if not isinstance(cost, dict):
         raise UserError("expected a mapping", file=file, field="cost")
-    return Profile(name=data.get("name", path.stem), description=str(data.get("description", "")), dataset=ds,
+    name = data.get("name", path.stem)
+    if name != path.stem:
+        # Runs are tracked under the profile's name: a copy of paper.yaml changed to one GPU
+        # but still named "paper" would count its results as the paper setting's.
+        raise UserError(f"name {name!r} differs from the file's name {path.stem!r}: runs are tracked by profile "
+                        "name, so this profile would share another's runs", file=file, field="name",
+                        hint=f"set name: {path.stem}, or drop name:")
+    return Profile(name=name, description=str(data.get("description", "")), dataset=ds,
                    gpus=gpus, images_per_gpu=ipg, processes=processes, configs=configs, cfg_options=cfg_options, patches=patches,
                    cost=cost, file=file)

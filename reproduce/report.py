@@ -18,9 +18,9 @@ from typing import Any
 import jinja2
 
 from . import tracking
-from .plan import plan_tables
+from .plan import plan_args
 from .state import JobStore
-from .status import State, state_of
+from .status import State, states_of
 from .spec import SWEEPS_DIR, Table
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
@@ -77,6 +77,7 @@ class ReportRow:
     runs: int
     cells: list[Cell] = field(default_factory=list)
     switches: dict[str, Any] = field(default_factory=dict)
+    stale: bool = False  # a number from code other than today's (reproduce.fingerprint)
 
 
 @dataclass
@@ -104,7 +105,7 @@ class ReportTable:
 
 
 def gather(args, paper_only: bool) -> list[ReportTable]:
-    profile, tables, runs = plan_tables(args.profile, args.tables, args.sweeps, args.switches, args.cfg_options)
+    profile, tables, runs = plan_args(args)
     by_row = {(t, r): run for run in runs for t, r in run.rows}
     mlruns, records = {}, {}
     if not paper_only:
@@ -113,6 +114,7 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
         mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
         records = JobStore.at(args.workdir).records(profile.name)
     finished = finished_metrics(mlruns)
+    states = states_of(mlruns, records, {r.config_hash for r in runs}) if not paper_only else {}
     out = []
     for table in tables:
         rows = []
@@ -129,7 +131,7 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
             # Seeds of a row are separate runs (their hashes differ by seed).
             seeds = [r.config_hash for r in runs if (table.name, row.name) in r.rows]
             agg = finished.loc[finished.index.isin(seeds)]
-            st = state_of(mlruns.get(run.config_hash, []), records.get(run.config_hash))
+            st = states[run.config_hash]
             for cell in cells:
                 if cell.metric not in agg:
                     continue
@@ -141,7 +143,7 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
                         cell.seeds = (len(values), len(seeds))
             status = State.FINISHED if len(agg) == len(seeds) else st.state
             rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(agg), cells,
-                                  row.switches))
+                                  row.switches, stale=any(states[h].stale for h in seeds if h in states)))
         _mark_best(rows, paper_only)
         out.append(ReportTable(table, profile.name, rows, paper_only))
     return out
@@ -246,7 +248,7 @@ def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, 
         return json.dumps([dict(table=t.table.name, profile=t.profile, paper_only=t.paper_only,
                                 columns=t.table.columns,
                                 rows=[dict(name=r.name, label=r.label, section=r.section, status=r.status,
-                                           detail=r.detail, runs=r.runs,
+                                           detail=r.detail, runs=r.runs, stale=r.stale,
                                            cells={c.metric: c.as_json() for c in r.cells}) for r in t.rows])
                            for t in tables], indent=1)
     template = {"md": "table.md.j2", "tex": "document.tex.j2", "html": "page.html.j2"}[fmt_name]

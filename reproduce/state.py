@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -60,6 +61,22 @@ class JobStore:
             tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
             os.replace(tmp, self.path)
 
+    @contextlib.contextmanager
+    def submitting(self) -> Iterator[None]:
+        """Held by ``reproduce run`` from reading the records to saving the new ones:
+        two invocations sharing rows in one work dir decide one after the other,
+        so the second reattaches to what the first submitted instead of submitting it again."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "submit.lock", "a+") as fh:
+            if _try_lock(fh) is False:
+                print("reproduce: another `reproduce run` in this work dir is submitting; waiting for it",
+                      file=sys.stderr, flush=True)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def records(self, profile: str) -> dict[str, Any]:
         """This profile's records by config hash."""
         return {k.split(":", 1)[1]: v for k, v in self.load().items() if k.startswith(profile + ":")}
@@ -67,6 +84,14 @@ class JobStore:
     def save(self, profile: str, records: dict[str, Any]) -> None:
         """Store records by config hash under this profile."""
         self.update({f"{profile}:{h}": r for h, r in records.items()})
+
+
+def _try_lock(fh) -> bool:
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def next_attempt(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:

@@ -5,8 +5,8 @@ Two sources decide a run's state: what MLflow holds of it
 error) and what became of its job (``executor.JobState``: waiting, started or
 ended, and how it ended). ``classify`` turns those two plain records into a
 ``RunState`` and touches neither SLURM nor MLflow, so every combination is
-unit-tested in milliseconds (tests/test_status.py); ``state_of`` gathers the
-two records and calls it.
+unit-tested in milliseconds (tests/test_status.py); ``states_of`` gathers the
+two records of many runs (one MLflow query, one SLURM poll) and calls it.
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import os
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
+
+from .tracking import Tracked
 
 if TYPE_CHECKING:
     from .executor import JobState
-    from .tracking import Tracked
 
 
 class State(str, Enum):
@@ -30,12 +31,14 @@ class State(str, Enum):
     INTERRUPTED = "interrupted"  # an MLflow run that no job holds any more
     CANCELLED = "cancelled"      # stopped by `reproduce cancel`; `reproduce run` submits it again
     KILLED = "killed"            # its job was stopped by the system; `reproduce run` submits it again
+    UNKNOWN = "unknown"          # SLURM gave no usable answer this time (controller restarting, slurmdbd behind)
 
     __str__ = str.__str__
     __format__ = str.__format__
 
 
-ACTIVE = frozenset({State.QUEUED, State.RUNNING})
+# Still to be waited for; an unknown job is asked about again, never resubmitted.
+ACTIVE = frozenset({State.QUEUED, State.RUNNING, State.UNKNOWN})
 
 
 @dataclass
@@ -44,6 +47,7 @@ class RunState:
     detail: str = ""
     metrics: dict | None = None
     seconds_left: float | None = None  # a running row's estimate, from its recent rate
+    stale: bool = False                # finished with code other than today's (see reproduce.fingerprint)
 
 
 def running_detail(progress: str, where: str, rate: float | None, loss: float | None) -> tuple[str, float | None]:
@@ -96,10 +100,12 @@ def killed_by_system(job: JobState, own_error: bool, my_uid: str | None = None) 
     return ""
 
 
-def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) -> RunState:
+def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, code: str | None = None
+             ) -> RunState:
     """A run's state from its tracked run and its job.
 
-    1. A finished MLflow run settles it, whatever the job says.
+    1. A finished MLflow run settles it, whatever the job says (``stale`` when
+       ``code``, today's code fingerprint, is not the one it was trained with).
     2. No job: an MLflow run left behind is ``interrupted``; nothing is ``pending``.
     3. A job still waiting is ``queued``; a started one is ``running``, except a
        local process still waiting for a free slot (its MLflow run not yet running).
@@ -110,13 +116,30 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
        recorded or the end of its log.
     """
     if tracked.finished is not None:
-        return RunState(State.FINISHED, f"AP {tracked.finished.get('AP', float('nan')):.1f}", dict(tracked.finished))
+        detail = f"AP {tracked.finished.get('AP', float('nan')):.1f}"
+        stale = bool(code) and tracked.finished_code != code
+        if stale and job is not None and job.phase != "ended":
+            # a rerun of a stale run in progress (`run --rerun-stale`): its job, and its own
+            # MLflow run once it has one, say where it is
+            newer = tracked.latest if tracked.latest is not None and tracked.latest.run_id != tracked.finished_id \
+                else None
+            return classify(Tracked(None, newer), job, my_uid)
+        if stale:
+            detail += (f" (stale: trained with code {tracked.finished_code or 'of an older version'}, now {code}; "
+                       "`reproduce run --rerun-stale` retrains it)")
+        return RunState(State.FINISHED, detail, dict(tracked.finished), stale=stale)
     latest = tracked.latest
     if job is None:
         if latest is not None:
             return RunState(State.INTERRUPTED, f"MLflow run {latest.run_id[:8]} is {latest.status.lower()}, "
                             "no job holds it (`reproduce run` resumes it)")
         return RunState(State.PENDING)
+    if job.phase == "unknown" and job.backend == "local":
+        return RunState(State.UNKNOWN, f"{job.state} (pid {job.job_id}): only that machine can tell whether it "
+                        "still runs; run `reproduce status` there")
+    if job.phase == "unknown":
+        return RunState(State.UNKNOWN, f"SLURM job {job.job_id}: squeue and sacct gave no usable answer (a "
+                        "controller restarting, slurmdbd behind); asking again")
     progress = latest.progress if latest is not None else "starting"
     rate, loss = (latest.rate, latest.loss) if latest is not None else (None, None)
     if job.phase == "waiting":
@@ -134,6 +157,9 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None) 
     if job.cancelled:
         return RunState(State.CANCELLED, f"job {job.job_id} cancelled by `reproduce cancel`; `reproduce run` "
                         "submits it again, resuming from its last checkpoint")
+    if latest is not None and latest.state_tag == "storage":
+        return RunState(State.KILLED, f"job {job.job_id} could not read its checkpoint ({last_lines(latest.error)}); "
+                        "`reproduce run` submits it again, resuming from it")
     own_error = latest is not None and latest.state_tag in ("failed", "interrupted")
     why = killed_by_system(job, own_error, my_uid)
     if why:
@@ -154,11 +180,21 @@ def earlier(states: tuple[str, ...]) -> str:
     return ", ".join(s if n == 1 else f"{s} ({n} times)" for s, n in counts.items())
 
 
-def state_of(mlruns: list, record: dict[str, Any] | None) -> RunState:
-    """``classify`` of a run's MLflow runs (newest first) and its job record."""
+def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable[str]) -> dict[str, RunState]:
+    """``classify`` of many runs: their MLflow runs and job records by config hash,
+    with one squeue and one sacct for all their SLURM jobs (``SlurmView``)."""
     from .executor import job_state
+    from .fingerprint import code_fingerprint
+    from .slurm_view import SlurmView
     from .tracking import tracked
-    return classify(tracked(mlruns), job_state(record) if record is not None else None)
+    code = code_fingerprint()
+    runs = {h: tracked(mlruns.get(h, [])) for h in hashes}
+    # A finished run's job is not asked about, unless the run is stale (a rerun may be under way).
+    asking = {h: records[h] for h, tr in runs.items()
+              if (tr.finished is None or tr.finished_code != code) and records.get(h) is not None}
+    view = SlurmView.take(asking.values())
+    return {h: classify(tr, job_state(asking[h], view) if h in asking else None, code=code)
+            for h, tr in runs.items()}
 
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?.*$")

@@ -11,12 +11,15 @@ result can be silently dropped.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from .errors import UserError, first_line
 
@@ -38,6 +41,8 @@ TAG_LOSS = "musu.loss"  # the last total training loss
 TAG_STATE = "musu.state"
 TAG_DEVICE = "musu.device"
 TAG_PREFLIGHT = "musu.preflight"
+TAG_CODE = "musu.code"  # reproduce.fingerprint.code_fingerprint() of the code that trained the run
+TAG_CREATED_BY = "musu.create_token"  # one per create_run_once call: finds a run a lost answer created
 
 
 def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
@@ -90,14 +95,23 @@ def redact(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+# What a busy SQLite file or a tracking server restarting says (MLflow's own
+# HTTP retries have given up by the time these reach us).
+TRANSIENT = ("database is locked", "database table is locked", "unable to open database", "disk i/o error",
+             "deadlock", "temporarily unavailable", "connection reset", "connection refused", "connection aborted",
+             "max retries exceeded", "read timed out", "remotedisconnected", "bad gateway", "service unavailable",
+             "gateway timeout", "too many 502", "too many 503", "too many 504", "status code 502",
+             "status code 503", "status code 504")
+
+
 def is_transient(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
-    return any(s in text for s in ("database is locked", "database table is locked", "unable to open database",
-                                   "disk i/o error", "deadlock", "temporarily unavailable", "connection reset"))
+    return any(s in text for s in TRANSIENT)
 
 
-def retry(fn: Callable[[], T], attempts: int = 40, base: float = 0.05, cap: float = 2.0) -> T:
-    """Call ``fn`` until it stops failing on a locked/busy store (jittered back-off)."""
+def retry(fn: Callable[[], T], attempts: int = 60, base: float = 0.05, cap: float = 5.0) -> T:
+    """Call ``fn`` until it stops failing on a locked/busy store or a server that is
+    restarting (jittered back-off, about four minutes in all before giving up)."""
     for attempt in range(attempts):
         try:
             return fn()
@@ -128,7 +142,10 @@ def check(uri: str | None = None, timeout: float = 10.0) -> str:
     if uri.startswith(("http://", "https://")):
         os.environ.update({k: v for k, v in fast.items() if saved[k] is None})
     try:
-        retry(lambda: client(uri).search_experiments(max_results=1))
+        with _first_use_lock(uri):
+            # a server that does not answer now is the user's to start: asked twice, not for minutes
+            retry(lambda: client(uri).search_experiments(max_results=1),
+                  attempts=2 if uri.startswith(("http://", "https://")) else 40)
     except Exception as exc:  # noqa: BLE001 - any failure here is the user's to fix
         raise UserError(f"MLflow tracking store {redact(uri)} cannot be reached: {redact(first_line(exc, 200))}",
                         hint="start the server, or pass --tracking-uri / set MLFLOW_TRACKING_URI to a reachable "
@@ -138,6 +155,23 @@ def check(uri: str | None = None, timeout: float = 10.0) -> str:
             if v is None:
                 os.environ.pop(k, None)
     return uri
+
+
+@contextlib.contextmanager
+def _first_use_lock(uri: str) -> Iterator[None]:
+    """Around the first query of a SQLite store, which creates and migrates its schema:
+    MLflow's migration is not safe against a second process doing the same
+    ("Online migration expected to match one row"), so processes take turns."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri[len("sqlite:///"):] + ".init.lock")
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def artifact_root(uri: str) -> str | None:
@@ -176,6 +210,27 @@ def runs_by_hash(cl, profile: str, hashes: Iterable[str] | None = None) -> dict[
             return out
 
 
+def create_run_once(cl, experiment_id: str, tags: dict[str, str], run_name: str):
+    """``create_run``, retried through a server's hiccups without a second run: each
+    try first looks for the run an earlier try created (its answer lost on the
+    way back), and a duplicate made by a retry below us (MLflow's own HTTP
+    retries) is deleted, keeping the first."""
+    token = uuid.uuid4().hex
+    query = f"tags.`{TAG_CREATED_BY}` = '{token}'"
+
+    def created() -> list:
+        return cl.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time ASC"])
+
+    def attempt():
+        return (created() or [None])[0] or cl.create_run(experiment_id, tags={**tags, TAG_CREATED_BY: token},
+                                                         run_name=run_name)
+    run = retry(attempt)
+    found = retry(created)
+    for extra in found[1:]:
+        retry(lambda: cl.delete_run(extra.info.run_id))
+    return found[0] if found else run
+
+
 def finished_run(runs: list) -> Any | None:
     """The run that settles a config: FINISHED *and* evaluated. A FINISHED run without
     AP (an older version's resume that skipped the evaluation) is not finished."""
@@ -202,6 +257,8 @@ class Tracked:
     """What MLflow holds of one config: the metrics of a finished run, if any, and the newest attempt."""
     finished: dict[str, float] | None
     latest: Attempt | None
+    finished_code: str | None = None  # the code fingerprint the finished run was trained with
+    finished_id: str | None = None    # its MLflow run id (a newer attempt is a rerun of a stale run)
 
 
 def tracked(runs: list) -> Tracked:
@@ -212,7 +269,9 @@ def tracked(runs: list) -> Tracked:
                    Attempt(latest.info.run_id, latest.info.status, latest.data.tags.get(TAG_PROGRESS, "starting"),
                            latest.data.tags.get(TAG_STATE, ""), latest.data.tags.get(TAG_ERROR, ""),
                            _float(latest.data.tags.get(TAG_RATE)), _float(latest.data.tags.get(TAG_LOSS)))
-                   if latest is not None else None)
+                   if latest is not None else None,
+                   done.data.tags.get(TAG_CODE) if done is not None else None,
+                   done.info.run_id if done is not None else None)
 
 
 def _float(text: str | None) -> float | None:

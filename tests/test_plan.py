@@ -98,10 +98,22 @@ def test_own_spec_files_and_profiles_sit_beside_the_suite(tmp_path, capsys):
     folder.mkdir()
     (folder / "mygrid.yaml").write_text(OWN_SPEC)
     assert plan_json(capsys, str(folder), "--profile", "smoke")["tables"] == ["mygrid"]
-    profile = tmp_path / "myprofile.yaml"
+    profile = tmp_path / "mine.yaml"
     from reproduce.spec import SWEEPS_DIR
     profile.write_text((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text().replace("name: smoke", "name: mine"))
     assert plan_json(capsys, "table1", "--profile", str(profile))["profile"] == "mine"
+
+
+def test_a_copied_profile_keeping_the_name_of_another_is_refused(tmp_path, capsys):
+    """Issue 11, item 3: a copy of paper.yaml made for one GPU, still named paper,
+    would count its runs as the paper setting's."""
+    from reproduce.spec import SWEEPS_DIR
+    copy = tmp_path / "paper-1gpu.yaml"
+    copy.write_text((SWEEPS_DIR / "profiles" / "paper.yaml").read_text().replace("gpus: 8", "gpus: 1"))
+    assert main(["plan", "table1", "--profile", str(copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "name 'paper' differs from the file's name 'paper-1gpu'" in err
+    assert "set name: paper-1gpu" in err
 
 
 def test_a_clashing_table_name_is_refused_on_one_line(tmp_path, capsys):

@@ -3,6 +3,7 @@ an unreachable tracking server, bad data, bad cluster profiles."""
 from __future__ import annotations
 
 import json
+import os
 import multiprocessing as mp
 import subprocess
 import sys
@@ -176,3 +177,79 @@ def test_unknown_partition_and_gpus_caught_by_sinfo(tmp_path, capsys, ci_sweeps,
     with pytest.raises(Exception) as info:
         clusters.check_against_slurm(clusters.load_cluster("gpus", cdir), 8)
     assert "need 8 GPUs" in str(info.value)
+
+
+# ---- a checkpoint the storage will not read -----------------------------------------------------------------
+def _checkpoint(path):
+    import torch
+    torch.save({"state_dict": {}, "meta": {"iter": int(path.stem.split("_")[1])}}, path)
+
+
+def test_checkpoint_io_error_is_not_read_as_corruption(tmp_path, monkeypatch):
+    """Issue 11, item 7: an I/O error (here the path is a directory: open() fails
+    with an OSError, as on an NFS hiccup) is retried, then fails the attempt;
+    nothing is renamed and training does not fall back to an older checkpoint."""
+    import musu.train as train
+    monkeypatch.setattr(train, "IO_WAIT_S", 0.01)
+    _checkpoint(tmp_path / "iter_2.pth")
+    (tmp_path / "iter_4.pth").mkdir()
+    with pytest.raises(train.CheckpointIOError, match="left in place"):
+        train.ensure_resumable(tmp_path)
+    assert (tmp_path / "iter_4.pth").is_dir() and not list(tmp_path.glob("*.corrupt"))
+    # A truncated file is still set aside, and the previous one used.
+    (tmp_path / "iter_4.pth").rmdir()
+    _checkpoint(tmp_path / "iter_4.pth")
+    data = (tmp_path / "iter_4.pth").read_bytes()
+    (tmp_path / "iter_4.pth").write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        assert train.ensure_resumable(tmp_path) == tmp_path / "iter_2.pth"
+    assert (tmp_path / "iter_4.pth.corrupt").exists()
+
+
+def test_a_storage_failure_reads_killed_and_is_resubmitted():
+    from reproduce.executor import JobState
+    from reproduce.status import State, classify
+    from reproduce.tracking import Attempt, Tracked
+    latest = Attempt("r", "FAILED", "40/100", "storage", "musu.train.CheckpointIOError: checkpoint x could not be read")
+    st = classify(Tracked(None, latest), JobState("7", "slurm", "ended", "failed", result="error"), "0")
+    assert st.state == State.KILLED and "could not read its checkpoint" in st.detail
+
+
+# ---- configs are code: only the places a user named ----------------------------------------------------------
+def _evil_config(folder, marker):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mine.py"
+    path.write_text(f"_base_ = ['mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py']\n"
+                    f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    return path
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot"])
+def test_a_profile_cannot_make_plan_execute_any_file(tmp_path, capsys, ci_sweeps, how):
+    """Issue 11, item 10: a profile naming a Python file outside the suite's
+    configs, by absolute path or by '..', is refused on one line; it never runs."""
+    marker = tmp_path / "executed"
+    evil = _evil_config(tmp_path / "elsewhere", marker)
+    from musu.configs import CONFIG_DIR
+    name = str(evil) if how == "absolute" else os.path.relpath(evil, CONFIG_DIR)
+    profile = ci_sweeps / "profiles" / "ci.yaml"
+    profile.write_text(profile.read_text().replace("smoke/musu_tiny_synthetic", name))
+    code, err = _run(capsys, "plan", "one", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "outside the configs the suite may execute" in err, err
+    assert "ci.yaml" in err and "--configs DIR" in err
+    assert not marker.exists(), "the file was executed"
+
+
+def test_configs_dir_named_by_the_user_is_allowed_and_a_broken_config_is_one_line(tmp_path, capsys, ci_sweeps):
+    marker = tmp_path / "executed"
+    _evil_config(tmp_path / "mine", marker)
+    profile = ci_sweeps / "profiles" / "ci.yaml"
+    profile.write_text(profile.read_text().replace("smoke/musu_tiny_synthetic", "mine"))
+    common = ["--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(tmp_path)]
+    code, err = _run(capsys, "plan", "one", *common, "--configs", str(tmp_path / "mine"))
+    assert code == 0, err
+    assert marker.exists()  # named explicitly: its user's choice
+    (tmp_path / "mine" / "mine.py").write_text("model = dict(\n")
+    code, err = _run(capsys, "plan", "one", *common, "--configs", str(tmp_path / "mine"))
+    assert code == 2 and err.count("\n") == 1 and "config mine" in err and "does not parse" in err, err
+    assert "ci.yaml" in err and "Traceback" not in err

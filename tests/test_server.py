@@ -118,3 +118,66 @@ def test_ui_serves_the_work_dirs_store_until_interrupted(tmp_path):
         time.sleep(0.5)
     else:
         raise AssertionError("the UI still answers after Ctrl-C")
+
+
+def _mlflow_server(store: Path, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1 in a session (and process group) of its own, healthy."""
+    import time
+    import urllib.request
+    mlflow = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{store}",
+                             "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", "127.0.0.1",
+                             "--port", str(port), "--workers", "1"], stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while True:
+        assert proc.poll() is None and time.time() < deadline, log.read_text()[-2000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+
+
+def test_tracking_server_restart_mid_run_loses_nothing(tmp_path):
+    """Issue 11, item 8: the tracking server goes away for 30 s while a local run
+    trains and logs to it; training carries on, the run finishes, every metric
+    step arrives once, and there is one MLflow run."""
+    import os
+    import signal
+    import time
+
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path / "spec", iters=160, ckpt=1000)
+    store, artifacts, port = tmp_path / "server.db", tmp_path / "artifacts", free_port()
+    server = _mlflow_server(store, artifacts, port, tmp_path / "server.log")
+    uri = f"http://127.0.0.1:{port}"
+    work = tmp_path / "w"
+    work.mkdir()
+    args = ["--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(work), "--tracking-uri", uri]
+    try:
+        follow = subprocess.Popen([*REPRODUCE, "run", "one", *args, "--poll", "2"], cwd=work, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        cl = tracking.client(uri)
+        deadline = time.time() + 600
+        while True:
+            assert time.time() < deadline and follow.poll() is None, follow.stderr.read()[-2000:]
+            runs = [r for rs in tracking.runs_by_hash(cl, "ci").values() for r in rs]
+            if any(int(r.data.tags.get(tracking.TAG_PROGRESS, "0/1").split("/")[0]) >= 20 for r in runs):
+                break
+            time.sleep(1)
+        os.killpg(server.pid, signal.SIGKILL)  # the server's own group: the test started it
+        server.wait()
+        time.sleep(30)
+        server = _mlflow_server(store, artifacts, port, tmp_path / "server.log")
+        out, err = follow.communicate(timeout=900)
+        assert follow.returncode == 0 and "1/1 finished" in err, err[-3000:]
+        runs = [r for rs in tracking.runs_by_hash(cl, "ci").values() for r in rs]
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED" and "AP" in runs[0].data.metrics, runs
+        steps = [m.step for m in cl.get_metric_history(runs[0].info.run_id, "train/loss")]
+        assert sorted(steps) == list(range(2, 161, 2)), f"lost or doubled metric steps: {sorted(steps)}"
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)

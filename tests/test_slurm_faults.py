@@ -303,3 +303,54 @@ def test_two_process_ddp_run_trains_resumes_together_and_logs_once(tmp_path, slu
     before = [s for s in steps if s <= resumed]
     assert len(before) == len(set(before)), "rank 1 logged too, or an iteration was trained twice"
     assert max(steps) == 40
+
+
+def _shim(tmp_path: Path) -> tuple[dict, Path]:
+    """PATH with squeue/sacct wrappers that log each call, then run the real command."""
+    shim, log = tmp_path / "shim", tmp_path / "calls.log"
+    shim.mkdir()
+    for name in ("squeue", "sacct"):
+        real = subprocess.run(["which", name], capture_output=True, text=True, check=True).stdout.strip()
+        (shim / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\nexec {real} "$@"\n')
+        (shim / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}, log
+
+
+def test_scheduler_polled_once_and_silence_reads_unknown_not_failed(tmp_path, slurm_cluster):
+    """Issue 11, items 6 and 14: `status` of a table asks SLURM once (one squeue,
+    one sacct, whatever the number of jobs); with slurmctld and slurmdbd both
+    down (a controller restarting) the rows read `unknown`, never failed, and
+    nothing is resubmitted; once SLURM is back every row finishes, each trained once."""
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path / "spec", iters=30, ckpt=10)
+    work = tmp_path / "w"
+    run_cli(work, sweeps, "run", "table2", "--cluster", slurm_cluster, "--no-wait")
+    env, calls = _shim(tmp_path)
+    status = subprocess.run([*REPRODUCE, "status", "table2", "--json", "--profile", "ci", "--sweeps", str(sweeps),
+                             "--workdir", str(work)], capture_output=True, text=True, env=env, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert status.returncode == 0, status.stderr[-2000:]
+    made = calls.read_text().splitlines()
+    assert [c.split()[0] for c in made].count("sacct") == 1 and [c.split()[0] for c in made].count("squeue") == 1, made
+    daemons = {}
+    for name in ("slurmctld", "slurmdbd"):
+        pid = int((SLURM_SCRATCH / f"{name}.pid").read_text())
+        assert _comm(pid) == name
+        daemons[name] = pid
+    try:
+        for pid in daemons.values():
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 60
+        while any(os.path.exists(f"/proc/{pid}") for pid in daemons.values()):
+            assert time.time() < deadline, "the daemons did not stop"
+            time.sleep(0.5)
+        rows = json.loads(run_cli(work, sweeps, "status", "table2", "--json").stdout)
+        assert {r["state"] for r in rows} <= {"unknown", "finished"} and "unknown" in {r["state"] for r in rows}, rows
+        assert all("asking again" in r["detail"] for r in rows if r["state"] == "unknown"), rows
+    finally:
+        subprocess.run(["bash", str(Path(__file__).parent.parent / "cluster" / "local-slurm.sh"), "start"],
+                       check=True, capture_output=True)
+    out = run_cli(work, sweeps, "run", "table2", "--cluster", slurm_cluster, "--poll", "1")
+    assert "0 to submit" in out.stderr and "3/3 finished" in out.stderr, out.stderr[-2000:]
+    runs, _ = the_run(work)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs), "one run per row, none twice"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pickle
 
+import time
+
 import pytest
 
 from reproduce.executor import JobState, job_state
@@ -115,7 +117,31 @@ def test_ends_the_run_itself_caused_are_failures(state):
 
 def test_the_states_read_as_their_words():
     assert f"{State.QUEUED}" == "queued" and str(State.KILLED) == "killed" and State.FINISHED == "finished"
-    assert ACTIVE == {State.QUEUED, State.RUNNING}
+    assert ACTIVE == {State.QUEUED, State.RUNNING, State.UNKNOWN}
+
+
+def test_a_job_slurm_says_nothing_about_is_unknown_not_failed():
+    """Issue 11, item 6: no usable answer from squeue and sacct is asked again, never a failure."""
+    st = classify(attempt("RUNNING"), slurm("unknown", "unknown"), ME)
+    assert st.state == State.UNKNOWN and "asking again" in st.detail
+
+
+def test_slurm_view_reads_squeue_first_then_sacct_ends_else_unknown():
+    """SlurmView's rules on answers as the commands print them."""
+    from reproduce.slurm_view import SlurmView, _expand
+    assert _expand("95_[1-3,7%2]") == ["95_1", "95_2", "95_3", "95_7"] and _expand("96") == ["96"]
+    rec = lambda job, age=600: {"job_id": job, "backend": "slurm", "submitted": time.time() - age}  # noqa: E731
+    view = SlurmView(live={"95_1": "PENDING", "96": "RUNNING"},
+                     records={"95_1": ["NODE_FAIL"], "95_0": ["COMPLETED"], "97": ["RUNNING"],
+                              "98": ["CANCELLED by 1000"]})
+    assert view.state(rec("95_1")) == "PENDING"            # squeue holds it: sacct's NODE_FAIL is behind
+    assert view.state(rec("95_0")) == "COMPLETED"
+    assert view.state(rec("97")) == "UNKNOWN"              # gone from squeue, sacct still says running
+    assert view.state(rec("98")) == "CANCELLED by 1000"
+    assert view.state(rec("99")) == "VANISHED"             # neither knows it, long after submission
+    assert view.state(rec("99", age=5)) == "UNKNOWN"       # just submitted
+    assert SlurmView(live=None, records={"98": ["COMPLETED"]}).state(rec("98")) == "UNKNOWN"
+    assert SlurmView(live={}, records=None).state(rec("99")) == "UNKNOWN"
 
 
 def test_an_ended_local_job_reads_its_result(tmp_path):
@@ -173,3 +199,23 @@ def test_a_finished_run_without_ap_is_not_finished(tmp_path):
     cl.log_metric(r.info.run_id, "AP", 12.5)
     runs = tracking.runs_by_hash(cl, "ci", {"abc"})["abc"]
     assert classify(tracking.tracked(runs), None, ME).state == State.FINISHED
+
+
+def test_a_reused_pid_or_another_host_is_not_a_running_local_job():
+    """Issue 11, item 9: a local record names its process by host, boot and start
+    time: after a reboot or pid reuse the row is not 'queued' forever."""
+    import os
+    import socket
+
+    from reproduce.executor import job_state, process_identity
+    mine = {"backend": "local", "job_id": str(os.getpid()), "folder": "/nonexistent",
+            **process_identity(os.getpid())}
+    assert job_state(mine).phase == "started"
+    reused = {**mine, "started_ticks": str(int(mine["started_ticks"]) + 1)}   # same pid, another process
+    assert job_state(reused).phase == "ended"
+    rebooted = {**mine, "boot_id": "00000000-0000-0000-0000-000000000000"}
+    assert job_state(rebooted).phase == "ended"
+    elsewhere = {**mine, "host": socket.gethostname() + "-other"}
+    st = classify(attempt("RUNNING"), job_state(elsewhere), ME)
+    assert st.state == State.UNKNOWN and "only that machine can tell" in st.detail
+    assert job_state({"backend": "local", "job_id": str(os.getpid()), "folder": "/x"}).phase == "started"  # old records

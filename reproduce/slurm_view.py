@@ -1,0 +1,116 @@
+"""What SLURM says about many jobs, from one ``squeue`` and one ``sacct`` call.
+
+``status`` and ``run``'s follow loop poll every few seconds; one scheduler
+call per job would mean 1,000 ``sacct`` calls a poll for a sweep of 1,000
+runs, the load admins rate-limit. Here a poll costs one ``squeue`` (jobs the
+controller still holds, authoritative for them) and one ``sacct`` (the ends
+and earlier ends of the others), whatever the number of jobs.
+
+Reading rules, so that no job is ever resubmitted while SLURM still holds it:
+- A job ``squeue`` lists is alive, whatever ``sacct`` says (slurmdbd lags:
+  it can still show NODE_FAIL for a job already requeued and pending).
+- A job ``squeue`` no longer lists has ended as ``sacct``'s last record says,
+  if that is an end; a last record that is not an end (slurmdbd behind), or
+  no answer from either command (a restarting controller), reads UNKNOWN:
+  ask again at the next poll, never "failed".
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+# Ends sacct records: the job will not run again unless someone requeues it.
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED",
+         "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
+# Live states of a job that has not started (or was put back in the queue).
+WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESIZING",
+           "STOPPED", "SIGNALING_PENDING"}
+UNKNOWN = "UNKNOWN"
+VANISHED = "VANISHED"  # neither command knows it: an array task cancelled before it started
+# A job just submitted may be in neither list for a moment.
+GRACE_S = 120.0
+
+
+def _expand(job_id: str) -> list[str]:
+    """``95_[1-3,7%2]`` (sacct's pending array tasks) -> ``95_1 95_2 95_3 95_7``; other ids as they are."""
+    m = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not m:
+        return [job_id]
+    out = []
+    for part in m.group(2).split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            out += [f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def _call(cmd: list[str]) -> str | None:
+    """The command's output, or None when it did not answer (missing, timed out, failed)."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _word(state: str) -> str:
+    """``CANCELLED by 1000`` -> ``CANCELLED``."""
+    return state.split()[0].upper() if state.strip() else UNKNOWN
+
+
+@dataclass
+class SlurmView:
+    """One poll's answer for a set of jobs (``take``), read per job (``state``, ``history``)."""
+    live: dict[str, str] | None = None            # squeue: job id -> state; None when squeue did not answer
+    records: dict[str, list[str]] | None = None   # sacct -D: job id -> states oldest first (full words)
+    calls: list[str] = field(default_factory=list)  # the commands run, for the benchmark and the tests
+
+    @classmethod
+    def take(cls, job_records: Iterable[dict[str, Any]]) -> "SlurmView":
+        ids = sorted({str(r["job_id"]) for r in job_records if r.get("backend", "slurm") == "slurm"})
+        view = cls()
+        if not ids:
+            return view
+        squeue = ["squeue", "--me", "-h", "-r", "-o", "%i|%T"]
+        text = _call(squeue)
+        view.calls.append(" ".join(squeue))
+        if text is not None:
+            view.live = {}
+            for line in text.splitlines():
+                job, _, state = line.strip().partition("|")
+                if job:
+                    view.live[job] = state.strip().upper()
+        bases = sorted({i.split("_")[0] for i in ids})
+        sacct = ["sacct", "-D", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(bases)]
+        text = _call(sacct)
+        view.calls.append(" ".join(sacct[:-1]) + f" <{len(bases)} ids>")
+        if text is not None:
+            view.records = {}
+            for line in text.splitlines():
+                job, _, state = line.strip().partition("|")
+                for one in _expand(job):
+                    view.records.setdefault(one, []).append(state.strip())
+        return view
+
+    def state(self, record: dict[str, Any]) -> str:
+        """The job's state now: a squeue word (``PENDING``), an end with its detail as sacct
+        writes it (``CANCELLED by 1000``), ``UNKNOWN`` (ask again) or ``VANISHED``."""
+        job = str(record["job_id"])
+        if self.live is None:
+            return UNKNOWN
+        if job in self.live:
+            return self.live[job]
+        history = (self.records or {}).get(job)
+        if history:
+            last = history[-1]
+            return last if _word(last) in ENDED else UNKNOWN
+        if self.records is None or time.time() - float(record.get("submitted", 0)) < GRACE_S:
+            return UNKNOWN
+        return VANISHED
+
+    def history(self, record: dict[str, Any]) -> list[str]:
+        """Every state sacct recorded for the job, oldest first (a requeued job's earlier ends too)."""
+        return [_word(s) for s in (self.records or {}).get(str(record["job_id"]), [])]
