@@ -3,7 +3,7 @@
 ``status`` and ``run``'s follow loop poll every few seconds; one scheduler
 call per job would mean 1,000 ``sacct`` calls a poll for a sweep of 1,000
 runs, the load admins rate-limit. Here a poll costs one ``squeue`` (jobs the
-controller still holds, authoritative for them) and one ``sacct`` (the ends
+controller still holds for this user, authoritative for them) and one ``sacct`` (the ends
 and earlier ends of the others), whatever the number of jobs.
 
 Reading rules, so that no job is ever resubmitted while SLURM still holds it:
@@ -74,7 +74,9 @@ class SlurmView:
         view = cls()
         if not ids:
             return view
-        squeue = ["squeue", "--me", "-h", "-r", "-o", "%i|%T"]
+        import getpass
+        # -u, not --me (SLURM >= 20.11 only); -r lists each array task on its own line
+        squeue = ["squeue", "-u", getpass.getuser(), "-h", "-r", "-o", "%i|%T"]
         text = _call(squeue)
         view.calls.append(" ".join(squeue))
         if text is not None:
