@@ -19,6 +19,12 @@ def prepare(profile: Profile, base: Path) -> Path:
             spec = SyntheticSpec(**(ds.get("generate") or {}))
         except TypeError as exc:
             raise UserError(str(exc), file=profile.file, field="dataset.generate") from None
+        marker = root / "spec.json"
+        if marker.is_file() and json.loads(marker.read_text()) != spec.__dict__:
+            # Jobs queued earlier may read this folder: never rewrite it under them.
+            raise UserError(f"{root} holds a synthetic set made with other generate: settings "
+                            f"({marker.read_text().strip()})", file=profile.file, field="dataset.root",
+                            hint="give these settings another root, or move that folder away")
         generate(root, spec)
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist", file=profile.file, field="dataset.root",

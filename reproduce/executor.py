@@ -89,13 +89,22 @@ class DetachedLocalExecutor(submitit.LocalExecutor):
             return super()._submit_command(command)
 
 
+def _default_sigint() -> None:
+    """In the controller before it starts: SIGINT back to its default. A ``reproduce`` started
+    with SIGINT ignored (from a script's background job, ``nohup ... &``) passes that on, and a
+    controller ignoring SIGINT cannot be cancelled: submitit's cancel is a SIGINT."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def _popen_in_new_session() -> Iterator[None]:
-    """``subprocess.Popen`` as submitit's local module calls it, with ``start_new_session=True``,
-    for the duration of one submission (the CLI submits from its only thread)."""
+    """``subprocess.Popen`` as submitit's local module calls it, with ``start_new_session=True``
+    (and SIGINT at its default), for the duration of one submission (the CLI submits from its
+    only thread)."""
     from submitit.local import local
     original = local.subprocess.Popen
-    local.subprocess.Popen = functools.partial(original, start_new_session=True)
+    local.subprocess.Popen = functools.partial(original, start_new_session=True, preexec_fn=_default_sigint)
     try:
         yield
     finally:

@@ -66,6 +66,13 @@ def dataset_options(profile: Profile, data_root: Path | None = None) -> dict[str
             opts[f"{loader}.dataset.data_prefix"] = dict(img=ds[f"{split}_img"])
     for ev in ("val_evaluator", "test_evaluator"):
         opts[f"{ev}.ann_file"] = root + ds["val_ann"]
+    if ds["type"] == "synthetic":
+        # The data a synthetic run trains on is its generator's settings: part of the run's identity.
+        from musu.data import SyntheticSpec
+        try:
+            opts["synthetic_dataset"] = dict(sorted(SyntheticSpec(**(ds.get("generate") or {})).__dict__.items()))
+        except TypeError as exc:
+            raise UserError(str(exc), file=profile.file, field="dataset.generate") from None
     if profile.gpus:
         opts["train_dataloader.batch_size"] = profile.images_per_gpu
     if profile.processes > 1:  # the effective batch is processes x images per process

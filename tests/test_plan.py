@@ -151,3 +151,20 @@ def test_bad_overrides_are_one_line(capsys, args, needle):
 def test_a_missing_spec_file_is_one_line(capsys):
     assert main(["plan", "nope/my.yaml", "--profile", "smoke"]) == 2
     assert "no spec file nope/my.yaml" in capsys.readouterr().err
+
+
+def test_synthetic_generate_settings_are_part_of_the_hash_and_never_regenerated_under_jobs(tmp_path, capsys):
+    """Issue 11, item 3: the synthetic set's generate: settings change the data, so the runs."""
+    from reproduce.spec import SWEEPS_DIR
+    base = (SWEEPS_DIR / "profiles" / "smoke.yaml").read_text()
+    other = tmp_path / "smoke.yaml"
+    assert "seed: 0" in base
+    other.write_text(base.replace("seed: 0", "seed: 1"))
+    hashes = [{r["config_hash"] for r in plan_json(capsys, "soft_hard", "--profile", p)["runs"]}
+              for p in ("smoke", str(other))]
+    assert hashes[0].isdisjoint(hashes[1])
+    from reproduce import datasets
+    from reproduce.profiles import load_profile
+    datasets.prepare(load_profile("smoke"), tmp_path / "w")
+    with pytest.raises(Exception, match="holds a synthetic set made with other generate: settings"):
+        datasets.prepare(load_profile(str(other)), tmp_path / "w")

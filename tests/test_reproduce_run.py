@@ -140,6 +140,22 @@ def test_slurm_array_run(tmp_path, ci_sweeps, slurm_cluster):
     assert sacct.count("COMPLETED") == 3, sacct
 
 
+@contextlib.contextmanager
+def local_jobs_ended(work: Path):
+    """After the block, whatever happened in it: every local job of ``work`` this test
+    submitted is gone (its controller leads a session of its own: the group is the job)."""
+    try:
+        yield
+    finally:
+        jobs = work / ".reproduce" / "state" / "jobs.json"
+        records = json.loads(jobs.read_text()).values() if jobs.exists() else []
+        for rec in records:
+            for attempt in [rec, *rec.get("earlier", [])]:
+                if attempt.get("backend") == "local":
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(int(attempt["job_id"]), signal.SIGKILL)
+
+
 def status_of(workdir, sweeps, table):
     out = reproduce(workdir, sweeps, "status", table, "--json")
     return {r["row"]: r for r in json.loads(out.stdout)}
@@ -153,41 +169,42 @@ def test_cancel_and_logs_on_the_local_executor(tmp_path):
     sweeps = make_sweeps(tmp_path / "spec", iters=5000, ckpt=1000)  # long enough to be cancelled while running
     work = tmp_path / "w"
     work.mkdir()
-    reproduce(work, sweeps, "run", "one", "--no-wait")
-    deadline = time.time() + 600
-    while not re.search(r"iter ([4-9]|\d\d+)/", (row := status_of(work, sweeps, "one")["musu"])["detail"]):
-        assert time.time() < deadline, row
-        time.sleep(1)
-    assert row["state"] == "running" and "it/s" in row["detail"] and "left" in row["detail"], row
-    out = reproduce(work, sweeps, "logs", "one", "musu")
-    assert "# one/musu: run " in out.stdout and "attempt 1 of 1" in out.stdout and "# MLflow: " in out.stdout
-    assert "_log.out" in out.stdout and "_log.err" in out.stdout
-    pid = int(json.loads((work / ".reproduce" / "state" / "jobs.json").read_text()).popitem()[1]["job_id"])
+    with local_jobs_ended(work):
+        reproduce(work, sweeps, "run", "one", "--no-wait")
+        deadline = time.time() + 600
+        while not re.search(r"iter ([4-9]|\d\d+)/", (row := status_of(work, sweeps, "one")["musu"])["detail"]):
+            assert time.time() < deadline, row
+            time.sleep(1)
+        assert row["state"] == "running" and "it/s" in row["detail"] and "left" in row["detail"], row
+        out = reproduce(work, sweeps, "logs", "one", "musu")
+        assert "# one/musu: run " in out.stdout and "attempt 1 of 1" in out.stdout and "# MLflow: " in out.stdout
+        assert "_log.out" in out.stdout and "_log.err" in out.stdout
+        pid = int(json.loads((work / ".reproduce" / "state" / "jobs.json").read_text()).popitem()[1]["job_id"])
 
-    refused = reproduce(work, sweeps, "cancel", "one", check=False)  # stdin is not a terminal
-    assert refused.returncode == 2 and "add --yes" in refused.stderr and len(refused.stderr.splitlines()) <= 2
-    bad = reproduce(work, sweeps, "cancel", "one", "--row", "nope", "--yes", check=False)
-    assert bad.returncode == 2 and "no trained row 'nope'" in bad.stderr and "rows: musu" in bad.stderr
-    reproduce(work, sweeps, "cancel", "one", "--yes")
-    deadline = time.time() + 120
-    while (row := status_of(work, sweeps, "one")["musu"])["state"] != "cancelled":
-        assert time.time() < deadline, row
-        time.sleep(1)
-    assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+        refused = reproduce(work, sweeps, "cancel", "one", check=False)  # stdin is not a terminal
+        assert refused.returncode == 2 and "add --yes" in refused.stderr and len(refused.stderr.splitlines()) <= 2
+        bad = reproduce(work, sweeps, "cancel", "one", "--row", "nope", "--yes", check=False)
+        assert bad.returncode == 2 and "no trained row 'nope'" in bad.stderr and "rows: musu" in bad.stderr
+        reproduce(work, sweeps, "cancel", "one", "--yes")
+        deadline = time.time() + 120
+        while (row := status_of(work, sweeps, "one")["musu"])["state"] != "cancelled":
+            assert time.time() < deadline, row
+            time.sleep(1)
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
 
-    out = reproduce(work, sweeps, "run", "one", "--no-wait")  # the second attempt: cancelled again below
-    assert "1 to submit" in out.stderr
-    deadline = time.time() + 120
-    while status_of(work, sweeps, "one")["musu"]["state"] not in ("queued", "running"):
-        assert time.time() < deadline
-        time.sleep(1)
-    reproduce(work, sweeps, "cancel", "one", "--yes")
-    latest = reproduce(work, sweeps, "logs", "one", "musu", "--lines", "5")
-    first = reproduce(work, sweeps, "logs", "one", "musu", "--attempt", "0")
-    assert "attempt 2 of 2" in latest.stdout and "attempt 1 of 2" in first.stdout
-    assert f"local job {pid} " in first.stdout and f"local job {pid} " not in latest.stdout
-    bad = reproduce(work, sweeps, "logs", "one", "musu", "--attempt", "5", check=False)
-    assert bad.returncode == 2 and "2 attempt(s)" in bad.stderr
+        out = reproduce(work, sweeps, "run", "one", "--no-wait")  # the second attempt: cancelled again below
+        assert "1 to submit" in out.stderr
+        deadline = time.time() + 120
+        while status_of(work, sweeps, "one")["musu"]["state"] not in ("queued", "running"):
+            assert time.time() < deadline
+            time.sleep(1)
+        reproduce(work, sweeps, "cancel", "one", "--yes")
+        latest = reproduce(work, sweeps, "logs", "one", "musu", "--lines", "5")
+        first = reproduce(work, sweeps, "logs", "one", "musu", "--attempt", "0")
+        assert "attempt 2 of 2" in latest.stdout and "attempt 1 of 2" in first.stdout
+        assert f"local job {pid} " in first.stdout and f"local job {pid} " not in latest.stdout
+        bad = reproduce(work, sweeps, "logs", "one", "musu", "--attempt", "5", check=False)
+        assert bad.returncode == 2 and "2 attempt(s)" in bad.stderr
 
 
 def test_ctrl_c_and_hangup_leave_local_jobs_training(tmp_path):
@@ -195,30 +212,33 @@ def test_ctrl_c_and_hangup_leave_local_jobs_training(tmp_path):
     (Ctrl-C, a closed SSH session) ends `reproduce run`, not its local jobs."""
     from conftest import make_sweeps
     sweeps = make_sweeps(tmp_path, iters=40, ckpt=20)
-    cmd = [*REPRODUCE, "run", "one", "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(tmp_path),
-           "--poll", "1"]
-    # Its own session stands for the terminal: the group signalled is reproduce's and whatever shares it.
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while True:
-        assert time.time() < deadline and proc.poll() is None
-        if (tmp_path / ".reproduce" / "state" / "jobs.json").exists():
-            runs, _ = mlflow_runs(tmp_path)
-            if any(int(r.data.tags.get(tracking.TAG_PROGRESS, "0/1").split("/")[0]) >= 4 for r in runs):
-                break
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert "submitted jobs keep running" in err, err[-2000:]
-    with contextlib.suppress(ProcessLookupError):  # whatever is left of the group hangs up too
-        os.killpg(proc.pid, signal.SIGHUP)
-    (record,) = json.loads((tmp_path / ".reproduce" / "state" / "jobs.json").read_text()).values()
-    time.sleep(2)
-    from reproduce.executor import pid_alive
-    assert pid_alive(int(record["job_id"])), "the local job died with the terminal's process group"
-    again = reproduce(tmp_path, sweeps, "run", "one", "--poll", "1")
-    assert "already submitted (reattaching)" in again.stderr and "1/1 finished" in again.stderr, again.stderr[-2000:]
-    (run,), cl = mlflow_runs(tmp_path)
-    steps = [m.step for m in cl.get_metric_history(run.info.run_id, "train/loss")]
-    assert run.info.status == "FINISHED" and sorted(steps) == list(range(2, 41, 2)), steps
+    with local_jobs_ended(tmp_path):
+        cmd = [*REPRODUCE, "run", "one", "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(tmp_path),
+               "--poll", "1"]
+        # Its own session stands for the terminal: the group signalled is reproduce's and whatever shares it.
+        # A terminal's Ctrl-C interrupts: SIGINT at its default even when this test runs with it ignored.
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True, stdin=subprocess.DEVNULL,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.time() + 600
+        while True:
+            assert time.time() < deadline and proc.poll() is None
+            if (tmp_path / ".reproduce" / "state" / "jobs.json").exists():
+                runs, _ = mlflow_runs(tmp_path)
+                if any(int(r.data.tags.get(tracking.TAG_PROGRESS, "0/1").split("/")[0]) >= 4 for r in runs):
+                    break
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert "submitted jobs keep running" in err, err[-2000:]
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the group hangs up too
+            os.killpg(proc.pid, signal.SIGHUP)
+        (record,) = json.loads((tmp_path / ".reproduce" / "state" / "jobs.json").read_text()).values()
+        time.sleep(2)
+        from reproduce.executor import pid_alive
+        assert pid_alive(int(record["job_id"])), "the local job died with the terminal's process group"
+        again = reproduce(tmp_path, sweeps, "run", "one", "--poll", "1")
+        assert "already submitted (reattaching)" in again.stderr and "1/1 finished" in again.stderr, again.stderr[-2000:]
+        (run,), cl = mlflow_runs(tmp_path)
+        steps = [m.step for m in cl.get_metric_history(run.info.run_id, "train/loss")]
+        assert run.info.status == "FINISHED" and sorted(steps) == list(range(2, 41, 2)), steps

@@ -93,8 +93,10 @@ def test_ui_serves_the_work_dirs_store_until_interrupted(tmp_path):
     import time
     import urllib.request
     port = free_port()
+    # As from a terminal: SIGINT at its default even when this test runs with it ignored.
     proc = subprocess.Popen([*REPRODUCE, "ui", "--port", str(port), "--workdir", str(tmp_path)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         address = proc.stdout.readline().strip()  # printed once the UI answers
         assert address == f"http://127.0.0.1:{port}", proc.stderr.read() if proc.poll() is not None else address
