@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/status_at_scale.py [--runs 10000]
 
-A spec of one row with ``seeds: N`` plans N runs. The MLflow SQLite store
+A spec of a grid of b values, 100 seeds each, plans N runs. The MLflow SQLite store
 gets N runs as jobs leave them: half FINISHED with their metrics, half
 RUNNING with their progress. The running half has SLURM job records (job
 ids no scheduler holds, so SLURM's answer for them is "ended long ago").
@@ -89,8 +89,11 @@ def main() -> None:
         tmp = Path(tmp)
         sweeps = tmp / "sweeps"
         shutil.copytree(ROOT / "sweeps", sweeps)
-        (sweeps / "scale.yaml").write_text(f"table: scale\ncolumns: [AP, AP50, AP75]\n"
-                                           f"rows:\n  - {{name: musu, seeds: {args.runs}}}\n")
+        # N runs: a grid of b values (Eq. 2's threshold), each with up to 100 seeds (the spec's limit)
+        seeds = min(100, args.runs)
+        bs = ", ".join(f"{0.001 * (i + 1):.3f}" for i in range(max(1, args.runs // seeds)))
+        (sweeps / "scale.yaml").write_text(f"table: scale\ncolumns: [AP, AP50, AP75]\nrows:\n"
+                                           f"  - {{name: \"b{{b}}\", grid: {{b: [{bs}]}}, seeds: {seeds}}}\n")
         common = ["--profile", "smoke", "--sweeps", str(sweeps), "--workdir", str(tmp)]
         t = time.perf_counter()
         plan = json.loads(subprocess.run([*CLI, "plan", "scale", *common, "--json"], capture_output=True, text=True,
