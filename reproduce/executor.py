@@ -326,9 +326,11 @@ def job_state(record: dict[str, Any], view: SlurmView | None = None) -> JobState
 
 
 def job_log_tail(record: dict[str, Any], lines: int = 8) -> str:
+    """The end of the job's first task's log (stderr, else stdout). Named, not globbed: a
+    table's submitit folder holds every task's logs, and ``status`` reads this for each ended job."""
     folder = Path(record.get("folder", ""))
     job_id = record.get("job_id", "")
-    candidates = sorted(folder.glob(f"{job_id}_*_log.err")) + sorted(folder.glob(f"{job_id}_*_log.out"))
+    candidates = [folder / f"{job_id}_0_log.err", folder / f"{job_id}_0_log.out"]
     for path in candidates:
         try:
             text = path.read_text(errors="replace").strip()
