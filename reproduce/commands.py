@@ -212,38 +212,77 @@ def cmd_run(args) -> int:
     return follow(runs, profile.name, cl, store, args.poll, resubmit, cluster.max_requeues)
 
 
-def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None, max_requeues: int = 0) -> int:
-    """Wait for every run, printing each change of state; exit 1 if any failed.
+COLOURS = {State.FINISHED: "green", State.FAILED: "red", State.RUNNING: "cyan"}
 
+
+def _rows_text(run: Run) -> str:
+    return ", ".join(f"{t}/{r}" for t, r in run.rows[:3]) + (" ..." if len(run.rows) > 3 else "")
+
+
+def progress_table(runs: list[Run], states: dict[str, Any], elapsed: float) -> RichTable:
+    """The live view of `run` on a terminal: one line a run, and the time left in all."""
+    left = [s.seconds_left for s in states.values() if s.seconds_left is not None]
+    finished = sum(s.state == State.FINISHED for s in states.values())
+    caption = f"{finished}/{len(runs)} finished, {duration(elapsed)} so far" + \
+        (f", about {duration(sum(left))} of training left" if left else "")
+    table = RichTable(caption=caption, caption_justify="left", expand=False)
+    for col in ("run", "rows", "state", "detail"):
+        table.add_column(col, overflow="fold")
+    for run in runs:
+        st = states[run.config_hash]
+        colour = COLOURS.get(st.state, "yellow")
+        table.add_row(run.config_hash, escape(_rows_text(run)), f"[{colour}]{st.state}[/]", escape(st.detail))
+    return table
+
+
+def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None, max_requeues: int = 0) -> int:
+    """Wait for every run, showing progress; exit 1 if any failed.
+
+    On a terminal the progress is a live table (rich) redrawn every poll;
+    otherwise (a pipe, a log file, a CI job) a plain line per change of state.
     A run whose job the system killed (``killed``: a node failure, a step
     killed while its node recovered) is no failure of the run: it is submitted
     again, resuming from its last checkpoint, up to ``max_requeues`` times.
     """
+    from rich.live import Live
     last: dict[str, str] = {}
     start = time.time()
-    while True:
-        records = store.records(profile)
-        mlruns = tracking.runs_by_hash(cl, profile, {r.config_hash for r in runs})
-        states = states_of(mlruns, records, (r.config_hash for r in runs))
-        for run in runs:
-            st = states[run.config_hash]
-            line = f"{st.state}: {st.detail}" if st.detail else st.state
-            if last.get(run.config_hash) != line:
-                rows = ", ".join(f"{t}/{r}" for t, r in run.rows[:3]) + (" ..." if len(run.rows) > 3 else "")
-                colour = {State.FINISHED: "green", State.FAILED: "red", State.RUNNING: "cyan"}.get(st.state, "yellow")
-                console.print(f"[{colour}]{run.config_hash}[/] {escape(rows)}: {escape(line)}")
-                last[run.config_hash] = line
-        killed = [r for r in runs if states[r.config_hash].state == State.KILLED]
-        again = [r for r in killed if (records.get(r.config_hash) or {}).get("resubmits", 0) < max_requeues]
-        if again and resubmit is not None:
-            resubmit(again, records)
+    live = Live(console=console, refresh_per_second=1, auto_refresh=False) if console.is_terminal else None
+    if live is not None:
+        live.start()
+    try:
+        while True:
+            records = store.records(profile)
+            mlruns = tracking.runs_by_hash(cl, profile, {r.config_hash for r in runs})
+            states = states_of(mlruns, records, (r.config_hash for r in runs))
+            if live is not None:
+                live.update(progress_table(runs, states, time.time() - start), refresh=True)
+            else:
+                for run in runs:
+                    st = states[run.config_hash]
+                    line = f"{st.state}: {st.detail}" if st.detail else st.state
+                    if last.get(run.config_hash) != line:
+                        colour = COLOURS.get(st.state, "yellow")
+                        console.print(f"[{colour}]{run.config_hash}[/] {escape(_rows_text(run))}: {escape(line)}")
+                        last[run.config_hash] = line
+            killed = [r for r in runs if states[r.config_hash].state == State.KILLED]
+            again = [r for r in killed if (records.get(r.config_hash) or {}).get("resubmits", 0) < max_requeues]
+            if again and resubmit is not None:
+                resubmit(again, records)
+                time.sleep(poll)
+                continue
+            active = [h for h, s in states.items() if s.state in ACTIVE]
+            if not active:
+                break
             time.sleep(poll)
-            continue
-        active = [h for h, s in states.items() if s.state in ACTIVE]
-        if not active:
-            failed = [h for h, s in states.items() if s.state != State.FINISHED]
-            done = len(runs) - len(failed)
-            console.print(f"[bold]{done}/{len(runs)} finished[/] in {time.time() - start:.0f} s"
-                          + (f", {len(failed)} not finished: {', '.join(failed)}" if failed else ""))
-            return 1 if failed else 0
-        time.sleep(poll)
+    finally:
+        if live is not None:
+            live.stop()
+    failed = [h for h, s in states.items() if s.state != State.FINISHED]
+    done = len(runs) - len(failed)
+    console.print(f"[bold]{done}/{len(runs)} finished[/] in {time.time() - start:.0f} s"
+                  + (f", {len(failed)} not finished: {', '.join(failed)}" if failed else ""))
+    for h in failed:  # what the live view showed last, kept on screen
+        if live is not None:
+            console.print(f"[red]{h}[/] {states[h].state}: {escape(states[h].detail)}")
+    return 1 if failed else 0

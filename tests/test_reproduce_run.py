@@ -242,3 +242,34 @@ def test_ctrl_c_and_hangup_leave_local_jobs_training(tmp_path):
         (run,), cl = mlflow_runs(tmp_path)
         steps = [m.step for m in cl.get_metric_history(run.info.run_id, "train/loss")]
         assert run.info.status == "FINISHED" and sorted(steps) == list(range(2, 41, 2)), steps
+
+
+def test_run_on_a_terminal_shows_a_live_table(tmp_path):
+    """Issue 14: on a terminal `run` redraws one table (rows, state, detail, time left);
+    piped it prints plain lines (every other test reads those)."""
+    import pty
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path, iters=16, ckpt=8)
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
+    proc = subprocess.Popen([*REPRODUCE, "run", "one", "--profile", "ci", "--sweeps", str(sweeps), "--workdir",
+                             str(tmp_path), "--poll", "1"], cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave,
+                            env=env, start_new_session=True)
+    os.close(slave)
+    out = b""
+    with local_jobs_ended(tmp_path):
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal's other side closed: the process is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        proc.wait(timeout=60)
+    os.close(master)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0 and "1/1 finished" in text, text[-3000:]
+    assert "\x1b[" in text and "┃" in text and "one/musu" in text, text[-3000:]  # a rich table, redrawn
+    assert "finished so far" not in text and "so far" in text
