@@ -322,7 +322,7 @@ def test_scheduler_polled_once_and_silence_reads_unknown_not_failed(tmp_path, sl
     down (a controller restarting) the rows read `unknown`, never failed, and
     nothing is resubmitted; once SLURM is back every row finishes, each trained once."""
     from conftest import make_sweeps
-    sweeps = make_sweeps(tmp_path / "spec", iters=30, ckpt=10)
+    sweeps = make_sweeps(tmp_path / "spec", iters=16, ckpt=8)
     work = tmp_path / "w"
     run_cli(work, sweeps, "run", "table2", "--cluster", slurm_cluster, "--no-wait")
     env, calls = _shim(tmp_path)
