@@ -58,7 +58,7 @@ def fill_store(uri: str, plan: dict, total: int) -> None:
 
     from reproduce import tracking
     cl = tracking.client(uri)
-    exp = tracking.experiment_id(cl, plan["profile"])
+    exp = tracking.Tracker(uri).experiment(plan["profile"])
     hashes = [r["config_hash"] for r in plan["runs"]] + [f"other{i:04d}" for i in range(total - len(plan["runs"]))]
     for i, h in enumerate(hashes):
         run = cl.create_run(exp, tags={tracking.TAG_HASH: h, tracking.TAG_PROFILE: plan["profile"]})

@@ -45,13 +45,13 @@ def fill(uri: str, profile: str, runs: list[dict], work: Path) -> None:
     from mlflow.entities import Metric, RunTag
 
     from reproduce import tracking
-    from reproduce.state import JobStore
+    from reproduce.state import JobRecord, JobStore
     cl = tracking.client(uri)
-    exp = tracking.experiment_id(cl, profile)
+    exp = tracking.Tracker(uri).experiment(profile)
     records = {}
     for i, run in enumerate(runs):
         h = run["config_hash"]
-        table, row = run["rows"][0].split("/", 1)
+        table, row = run["rows"][0]
         r = cl.create_run(exp, tags={tracking.TAG_HASH: h, tracking.TAG_PROFILE: profile, tracking.TAG_TABLE: table,
                                      tracking.TAG_ROW: row})
         if i % 2 == 0:
@@ -60,8 +60,7 @@ def fill(uri: str, profile: str, runs: list[dict], work: Path) -> None:
         else:
             cl.log_batch(r.info.run_id, tags=[RunTag(tracking.TAG_PROGRESS, "100/200"),
                                               RunTag(tracking.TAG_STATE, "running")])
-            records[h] = dict(backend="slurm", job_id=f"{9000000 + i}_0", folder=str(work / "none"),
-                              submitted=time.time() - 3600)
+            records[h] = JobRecord("slurm", f"{9000000 + i}_0", str(work / "none"), time.time() - 3600)
     JobStore.at(work).save(profile, records)
 
 

@@ -13,13 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 from rich.console import Console
 
 from .errors import UserError
 from .executor import job_state
-from .plan import plan_args, select_rows
-from .state import JobStore
+from .cli import plan_args
+from .plan import select_rows
+from .slurm_view import SlurmView
+from .state import JobRecord, JobStore
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -28,19 +31,25 @@ def cmd_cancel(args) -> int:
     profile, tables, runs = plan_args(args)
     store = JobStore.at(args.workdir)
     records = store.records(profile.name)
-    targets: dict[str, tuple[list[str], dict]] = {}
-    for table, row, run in select_rows(tables, runs, args.row):
-        record = records.get(run.config_hash)
-        if record is not None and record["backend"] == "local" and job_state(record).phase == "unknown":
-            raise UserError(f"{table}/{row}: its local job runs on {record.get('host')}, not here",
+    chosen = select_rows(tables, runs, args.row)
+    asked = {run.config_hash: records[run.config_hash] for _, _, run in chosen if run.config_hash in records}
+    view = SlurmView.take(asked.values())  # one squeue and one sacct for every row
+    phases = {h: job_state(record, view).phase for h, record in asked.items()}
+    targets: dict[str, tuple[list[str], JobRecord]] = {}
+    for table, row, run in chosen:
+        record = asked.get(run.config_hash)
+        if record is None:
+            continue
+        if record.backend == "local" and phases[run.config_hash] == "unknown":
+            raise UserError(f"{table}/{row}: its local job runs on {record.host}, not here",
                             hint="run `reproduce cancel` on that machine")
-        if record is not None and job_state(record).phase != "ended":
+        if phases[run.config_hash] != "ended":
             targets.setdefault(run.config_hash, ([], record))[0].append(f"{table}/{row}")
     if not targets:
         console.print("nothing to cancel: no job of these rows is queued or running")
         return 0
     for h, (rows, record) in targets.items():
-        console.print(f"{h} {record['backend']} job {record['job_id']}: {', '.join(rows)}")
+        console.print(f"{h} {record.backend} job {record.job_id}: {', '.join(rows)}")
     if not args.yes:
         if not sys.stdin.isatty():
             raise UserError(f"cancelling {len(targets)} job(s) needs a confirmation", hint="add --yes")
@@ -49,20 +58,20 @@ def cmd_cancel(args) -> int:
             return 1
     for h, (rows, record) in targets.items():
         stop(record)
-        store.save(profile.name, {h: {**record, "cancelled": time.time()}})
+        store.save(profile.name, {h: replace(record, cancelled=time.time())})
         console.print(f"cancelled {h} ({', '.join(rows)}); `reproduce run` submits it again")
     return 0
 
 
-def stop(record: dict) -> None:
+def stop(record: JobRecord) -> None:
     """Ask the job's backend to stop it."""
-    if record["backend"] == "slurm":
-        out = subprocess.run(["scancel", str(record["job_id"])], capture_output=True, text=True, timeout=60)
+    if record.backend == "slurm":
+        out = subprocess.run(["scancel", record.job_id], capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
-            raise UserError(f"scancel {record['job_id']} failed: {out.stderr.strip() or out.stdout.strip()}",
+            raise UserError(f"scancel {record.job_id} failed: {out.stderr.strip() or out.stdout.strip()}",
                             hint="is this the machine that submitted it, with SLURM's commands on PATH?")
         return
     try:
-        os.kill(int(record["job_id"]), signal.SIGINT)
+        os.kill(int(record.job_id), signal.SIGINT)
     except ProcessLookupError:
         pass  # it ended meanwhile

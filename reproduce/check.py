@@ -58,8 +58,9 @@ def _task_id() -> int:
 def cmd_check(args) -> int:
     from . import datasets
     from .clusters import check_against_slurm, load_cluster
-    from .commands import require_local_gpus
-    from .plan import Planner, dataset_options, plan_args
+    from .executor import require_local_gpus
+    from .cli import plan_args
+    from .plan import Planner, dataset_options
 
     profile, tables, runs = plan_args(args)
     cluster = load_cluster(args.cluster)

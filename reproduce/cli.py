@@ -40,6 +40,14 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "otherwise resolve only in the suite's configs and mmdet::")
 
 
+def plan_args(args: argparse.Namespace, tables: str | None = None):
+    """``plan.plan_tables`` for a verb's parsed options (every verb takes the same ones): the
+    one place a Namespace becomes the plan's explicit arguments."""
+    from .plan import plan_tables
+    return plan_tables(args.profile, tables if tables is not None else args.tables, args.sweeps, args.switches,
+                       args.cfg_options, getattr(args, "configs", None))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)

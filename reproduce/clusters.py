@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import UserError
+from .schema import integer, known_keys, load_yaml, mapping
 
 CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
 # sbatch options the suite sets itself: overriding them through ``sbatch_extra``
@@ -80,20 +79,12 @@ def load_cluster(name: str, cluster_dir: Path = CLUSTER_DIR) -> Cluster:
     if not path.is_file():
         raise UserError(f"unknown cluster {name!r}", hint=f"known: {', '.join(available_clusters(cluster_dir))}; "
                         f"add one as {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"malformed YAML: {getattr(exc, 'problem', exc)}", file=str(path)) from None
-    if not isinstance(data, dict):
-        raise UserError("a cluster profile is a mapping", file=str(path))
-    unknown = set(data) - KEYS
-    if unknown:
-        raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=str(path),
-                        field=str(sorted(map(str, unknown))[0]), hint=f"known: {', '.join(sorted(KEYS))}")
+    file = str(path)
+    data = mapping(load_yaml(path) or {}, file, "a cluster profile")
+    known_keys(data, KEYS, file)
     for key in ("gpus_per_node", "nodes", "cpus_per_task", "time_min", "array_parallelism", "max_requeues",
                 "signal_delay_s"):
-        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 0):
-            raise UserError(f"must be an integer >= 0, got {data[key]!r}", file=str(path), field=key)
+        integer(data, key, file, default=0)
     data["name"] = data.get("name", path.stem)
     if data.get("weights_cache") is not None and not isinstance(data["weights_cache"], str):
         raise UserError("expected a folder path", file=str(path), field="weights_cache")

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,10 +12,15 @@ from rich.table import Table as RichTable
 
 from . import tracking
 from .errors import UserError
-from .plan import Planner, Run, dataset_options, plan_args
-from .weights import prefetch, pretrained
-from .state import JobStore, next_attempt
+from .payload import row_text
+from .cli import plan_args
+from .plan import Planner, Run, dataset_options
+from .state import JobStore
 from .status import ACTIVE, State, duration, states_of
+from .weights import prefetch, pretrained
+
+if TYPE_CHECKING:
+    from .submission import Submission
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -38,7 +42,7 @@ def cmd_plan(args) -> int:
     for run in runs:
         switches = {name: run.options[Switches.config_path(name)] for name in Switches.names()
                     if Switches.config_path(name) in run.options}
-        out.add_row(run.config_hash, "\n".join(f"{t}/{r}" for t, r in run.rows), run.config_name,
+        out.add_row(run.config_hash, "\n".join(row_text(r) for r in run.rows), run.config_name,
                     ", ".join(f"{k}={_short(v)}" for k, v in switches.items()) or "-", f"{run.gpu_hours:.1f}")
     Console(highlight=False).print(out)
     print(f"{len(runs)} runs ({sum(len(r.rows) for r in runs)} rows, {len(shared)} runs shared by several rows), "
@@ -54,8 +58,7 @@ def _short(v: Any) -> str:
 def cmd_status(args) -> int:
     profile, tables, runs = plan_args(args)
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
-    cl = tracking.client(uri)
-    mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
+    mlruns = tracking.Tracker(uri).runs_by_hash(profile.name, {r.config_hash for r in runs})
     records = JobStore.at(args.workdir).records(profile.name)
     states = states_of(mlruns, records, (r.config_hash for r in runs))
     by_row = {}
@@ -90,31 +93,12 @@ def cmd_status(args) -> int:
     return 0
 
 
-def local_gpu_ids() -> list[str]:
-    """This machine's GPUs as CUDA_VISIBLE_DEVICES names them: the caller's own list where it set one."""
-    import torch
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    return given[:count] if given else [str(i) for i in range(count)]
-
-
-def local_gpus() -> int:
-    return len(local_gpu_ids())
-
-
-def require_local_gpus(profile, cluster) -> None:
-    """A GPU profile on ``--cluster local`` needs that many GPUs here (torch imported only for GPU profiles)."""
-    if cluster.is_local and profile.gpus and profile.gpus > local_gpus():
-        raise UserError(f"profile {profile.name!r} trains each run on {profile.gpus} GPU(s) and this machine has "
-                        f"{local_gpus()}", hint="use a cluster profile with GPUs (--cluster NAME), or a profile "
-                        "with gpus: 0")
-
-
 # ---- run ------------------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
     from . import datasets
     from .clusters import check_against_slurm, load_cluster
-    from .executor import submit
+    from .executor import local_gpu_ids, require_local_gpus
+    from .submission import Submission, decide
 
     profile, tables, runs = plan_args(args)
     cluster = load_cluster(args.cluster)
@@ -133,90 +117,46 @@ def cmd_run(args) -> int:
         raise UserError(f"--parallel {args.parallel} trains {args.parallel} runs of {gpus} GPU(s) at once and this "
                         f"machine has {len(gpu_ids)}", hint=f"use --parallel {len(gpu_ids) // gpus}")
     check_against_slurm(cluster, gpus)
+    tracker = tracking.Tracker(uri)
+    store = JobStore.at(workdir)
     # Decide, submit and record under one lock: a second `reproduce run` sharing rows in this
     # work dir waits, then finds them submitted and reattaches.
-    with JobStore.at(workdir).submitting():
+    with store.submitting():
         data_root = datasets.prepare(profile, workdir)
-        cl = tracking.client(uri)
-        mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
-        store = JobStore.at(workdir)
         records = store.records(profile.name)
-
-        finished, attached, todo, stale = [], [], [], []
-        states = states_of(mlruns, records, (r.config_hash for r in runs))
-        for run in runs:
-            st = states[run.config_hash]
-            if st.state == State.FINISHED and st.stale and args.rerun_stale:
-                stale.append(run)
-                todo.append(run)
-            elif st.state == State.FINISHED:
-                finished.append(run)
-            elif st.state in ACTIVE:
-                attached.append(run)
-            else:
-                todo.append(run)
+        states = states_of(tracker.runs_by_hash(profile.name, {r.config_hash for r in runs}), records,
+                           (r.config_hash for r in runs))
+        plan = decide(runs, states, args.rerun_stale)
         console.print(f"[bold]{len(runs)}[/] runs for {', '.join(t.name for t in tables)} on profile "
-                      f"[bold]{profile.name}[/]: {len(finished)} finished, {len(attached)} already submitted "
-                      f"(reattaching), {len(todo)} to submit to {cluster.name}"
-                      + (f" ({len(stale)} stale, retrained)" if stale else ""))
-        old_code = sum(states[r.config_hash].stale for r in finished)
+                      f"[bold]{profile.name}[/]: {len(plan.finished)} finished, {len(plan.attached)} already "
+                      f"submitted (reattaching), {len(plan.todo)} to submit to {cluster.name}"
+                      + (f" ({len(plan.stale)} stale, retrained)" if plan.stale else ""))
+        old_code = sum(states[r.config_hash].stale for r in plan.finished)
         if old_code:
             console.print(f"[yellow]{old_code} finished run(s) were trained with older code[/]; "
                           "`reproduce run --rerun-stale` retrains them")
-        for run in stale:  # their final checkpoints must not be resumed from: kept aside, not deleted
-            wd = workdir / "work_dirs" / profile.name / run.config_hash
-            if wd.exists():
-                wd.rename(wd.with_name(f"{wd.name}.stale-{int(time.time())}"))
-        abs_data = dataset_options(profile, data_root)
+        submission = Submission(profile, cluster, workdir, uri, dataset_options(profile, data_root),
+                                cluster.torch_home(workdir), args.parallel, tuple(gpu_ids),
+                                frozenset(r.config_hash for r in plan.stale))
+        submission.set_stale_aside(plan.stale)
         # Compute nodes may have no internet: every weight file the runs to submit
         # name is fetched here, now; the jobs read this cache and never download.
-        torch_home = cluster.torch_home(workdir)
         planner = Planner(profile)
-        prefetch([name for run in todo for name in pretrained(planner.resolve(run.config_name, run.options))],
-                 torch_home)
-        work = workdir / ".reproduce" / "submitit"
-
-        def payload(run: Run) -> dict:
-            return dict(config_hash=run.config_hash, config=run.config_name, config_dirs=list(profile.config_dirs),
-                        options={**run.options, **abs_data},
-                        profile=profile.name, rows=[f"{t}/{r}" for t, r in run.rows], seed=run.seed,
-                        tracking_uri=uri, work_dir=str(workdir / "work_dirs" / profile.name / run.config_hash),
-                        launcher="slurm" if profile.processes > 1 else "none", gpus=gpus,
-                        processes=profile.processes, torch_home=str(torch_home), signal_delay_s=cluster.signal_delay_s,
-                        slot_dir=str(workdir / ".reproduce" / "slots"), slots=args.parallel, local_gpu_ids=gpu_ids,
-                        rerun=run in stale)
-
-        def resubmit(again: list[Run], records: dict[str, Any]) -> None:
-            """Submit ``again`` (each counted against the cluster's ``max_requeues``), unless
-            another `reproduce run` resubmitted it meanwhile (its record names a newer job)."""
-            with store.submitting():
-                now = store.records(profile.name)
-                again = [r for r in again if (now.get(r.config_hash) or {}).get("job_id")
-                         == (records.get(r.config_hash) or {}).get("job_id")]
-                submitted = submit(cluster, work, [payload(r) for r in again], gpus, profile.processes)
-                store.save(profile.name, {s.config_hash: {
-                    **next_attempt(records.get(s.config_hash), s.record()),
-                    "resubmits": (records.get(s.config_hash) or {}).get("resubmits", 0) + 1} for s in submitted})
-            for s in submitted:
-                console.print(f"resubmitted {s.config_hash} as {s.backend} job {s.job_id}: its job was killed by the "
-                              "system, it resumes from its last checkpoint")
-
-        submitted = submit(cluster, work, [payload(r) for r in todo], gpus, profile.processes)
-        store.save(profile.name, {s.config_hash: next_attempt(records.get(s.config_hash), s.record())
-                                  for s in submitted})
-        for s in submitted:
-            console.print(f"submitted {s.config_hash} as {s.backend} job {s.job_id}")
+        prefetch([name for run in plan.todo for name in pretrained(planner.resolve(run.config_name, run.options))],
+                 submission.torch_home)
+        for h, job in submission.submit(plan.todo, records).items():
+            console.print(f"submitted {h} as {job.backend} job {job.job_id}")
     if args.no_wait:
         console.print("submitted; follow with `reproduce status`, or `reproduce run` again to wait")
         return 0
-    return follow(runs, profile.name, cl, store, args.poll, resubmit, cluster.max_requeues)
+    return follow(runs, profile.name, tracker, store, args.poll, submission, cluster.max_requeues)
 
 
 COLOURS = {State.FINISHED: "green", State.FAILED: "red", State.RUNNING: "cyan"}
 
 
 def _rows_text(run: Run) -> str:
-    return ", ".join(f"{t}/{r}" for t, r in run.rows[:3]) + (" ..." if len(run.rows) > 3 else "")
+    return ", ".join(row_text(r) for r in run.rows[:3]) + (" ..." if len(run.rows) > 3 else "")
 
 
 def progress_table(runs: list[Run], states: dict[str, Any], elapsed: float) -> RichTable:
@@ -235,7 +175,8 @@ def progress_table(runs: list[Run], states: dict[str, Any], elapsed: float) -> R
     return table
 
 
-def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None, max_requeues: int = 0) -> int:
+def follow(runs: list[Run], profile: str, tracker: tracking.Tracker, store: JobStore, poll: float,
+           submission: Submission | None = None, max_requeues: int = 0) -> int:
     """Wait for every run, showing progress; exit 1 if any failed.
 
     On a terminal the progress is a live table (rich) redrawn every poll;
@@ -253,7 +194,7 @@ def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None,
     try:
         while True:
             records = store.records(profile)
-            mlruns = tracking.runs_by_hash(cl, profile, {r.config_hash for r in runs})
+            mlruns = tracker.runs_by_hash(profile, {r.config_hash for r in runs})
             states = states_of(mlruns, records, (r.config_hash for r in runs))
             if live is not None:
                 live.update(progress_table(runs, states, time.time() - start), refresh=True)
@@ -266,9 +207,11 @@ def follow(runs: list[Run], profile: str, cl, store, poll: float, resubmit=None,
                         console.print(f"[{colour}]{run.config_hash}[/] {escape(_rows_text(run))}: {escape(line)}")
                         last[run.config_hash] = line
             killed = [r for r in runs if states[r.config_hash].state == State.KILLED]
-            again = [r for r in killed if (records.get(r.config_hash) or {}).get("resubmits", 0) < max_requeues]
-            if again and resubmit is not None:
-                resubmit(again, records)
+            again = [r for r in killed if r.config_hash in records and records[r.config_hash].resubmits < max_requeues]
+            if again and submission is not None:
+                for h, job in submission.resubmit(again, records).items():
+                    console.print(f"resubmitted {h} as {job.backend} job {job.job_id}: its job was killed by the "
+                                  "system, it resumes from its last checkpoint")
                 time.sleep(poll)
                 continue
             active = [h for h, s in states.items() if s.state in ACTIVE]

@@ -21,7 +21,10 @@ from typing import Any, Iterator
 import submitit
 
 from .clusters import Cluster
+from .errors import UserError
 from .job import TrainJob
+from .payload import Payload
+from .state import JobRecord
 from .slurm_view import ENDED, UNKNOWN, VANISHED, WAITING, SlurmView
 
 
@@ -59,19 +62,18 @@ def slot_devices(gpu_ids: list[str], gpus: int, slot_index: int) -> str:
 class LocalSlotJob(TrainJob):
     """TrainJob that first waits for a local slot."""
 
-    def __call__(self, payload: dict) -> dict:
-        slots = int(payload.get("slots", 1))
-        if slots > 1:  # share the cores instead of oversubscribing them
+    def __call__(self, payload: Payload) -> dict:
+        if payload.slots > 1:  # share the cores instead of oversubscribing them
             import torch
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // slots))
-        with slot(payload["slot_dir"], slots) as i:
-            if payload.get("gpus"):
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // payload.slots))
+        with slot(payload.slot_dir, payload.slots) as i:
+            if payload.gpus:
                 # submitit hides every GPU from a local job (CUDA_VISIBLE_DEVICES=''); the slot
                 # says which of this machine's GPUs are ours, before anything initialises CUDA
-                os.environ["CUDA_VISIBLE_DEVICES"] = slot_devices(payload["local_gpu_ids"], payload["gpus"], i)
+                os.environ["CUDA_VISIBLE_DEVICES"] = slot_devices(list(payload.local_gpu_ids), payload.gpus, i)
             return super().__call__(payload)
 
-    def checkpoint(self, payload: dict) -> submitit.helpers.DelayedSubmission:
+    def checkpoint(self, payload: Payload) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(LocalSlotJob(), payload)
 
 
@@ -143,25 +145,11 @@ def make_executor(cluster: Cluster, folder: Path, gpus: int, processes: int | No
     return ex
 
 
-@dataclass
-class Submitted:
-    config_hash: str
-    backend: str
-    job_id: str
-    folder: str
-
-    def record(self) -> dict[str, Any]:
-        rec = dict(backend=self.backend, job_id=self.job_id, folder=self.folder, submitted=time.time())
-        if self.backend == "local":
-            rec.update(process_identity(int(self.job_id)))
-        return rec
-
-
-def submit(cluster: Cluster, folder: Path, payloads: list[dict], gpus: int, processes: int | None = None
-           ) -> list[Submitted]:
+def submit(cluster: Cluster, folder: Path, payloads: list[Payload], gpus: int, processes: int | None = None
+           ) -> dict[str, JobRecord]:
     """One job per payload: a SLURM array (one array task a row, ``processes`` tasks each) or local controllers."""
     if not payloads:
-        return []
+        return {}
     ex = make_executor(cluster, folder, gpus, processes)
     fn = LocalSlotJob() if cluster.is_local else TrainJob()
     if cluster.is_local:
@@ -172,7 +160,10 @@ def submit(cluster: Cluster, folder: Path, payloads: list[dict], gpus: int, proc
         size = max_array_size()
         jobs = [j for i in range(0, len(payloads), size) for j in ex.map_array(fn, payloads[i:i + size])]
     backend = "local" if cluster.is_local else "slurm"
-    return [Submitted(p["config_hash"], backend, str(j.job_id), str(j.paths.folder)) for p, j in zip(payloads, jobs)]
+    now = time.time()
+    return {p.config_hash: JobRecord(backend, str(j.job_id), str(j.paths.folder), now,
+                                     **(process_identity(int(j.job_id)) if cluster.is_local else {}))
+            for p, j in zip(payloads, jobs)}
 
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
@@ -226,19 +217,19 @@ def process_identity(pid: int) -> dict[str, str]:
     return ident
 
 
-def local_job_alive(record: dict[str, Any]) -> bool | None:
+def local_job_alive(record: JobRecord) -> bool | None:
     """True while the recorded local job's process runs; False once it ended (or its
     pid now names another process, after a reboot or pid reuse); None when the job
     ran on another host, where this one cannot look."""
     import socket
-    if record.get("host") and record["host"] != socket.gethostname():
+    if record.host and record.host != socket.gethostname():
         return None
-    pid = int(record["job_id"])
+    pid = int(record.job_id)
     if not pid_alive(pid):
         return False
     now = process_identity(pid)
     for key in ("boot_id", "started_ticks"):
-        if record.get(key) and now.get(key) and record[key] != now[key]:
+        if getattr(record, key) and now.get(key) and getattr(record, key) != now[key]:
             return False
     return True
 
@@ -255,11 +246,11 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def job_result_state(record: dict[str, Any]) -> str | None:
+def job_result_state(record: JobRecord) -> str | None:
     """``success`` or ``error`` from the result submitit writes when the job's
     own code returns or raises; None when the process was killed first."""
     import pickle
-    path = submitit.core.utils.JobPaths(record.get("folder", ""), record.get("job_id")).result_pickle
+    path = submitit.core.utils.JobPaths(record.folder, record.job_id).result_pickle
     try:
         with open(path, "rb") as fh:
             outcome = pickle.load(fh)
@@ -296,15 +287,15 @@ class JobState:
     cancelled: bool = False               # stopped by `reproduce cancel`
 
 
-def job_state(record: dict[str, Any], view: SlurmView | None = None) -> JobState:
+def job_state(record: JobRecord, view: SlurmView | None = None) -> JobState:
     """Where a run's job is: its process for a local job; for a SLURM job, ``view``
     (one poll's squeue and sacct for every job, see ``SlurmView``), taken for
     this job alone when not given."""
-    job, backend = str(record["job_id"]), record.get("backend", "slurm")
+    job, backend = record.job_id, record.backend
     if backend == "local":
         alive = local_job_alive(record)
         if alive is None:
-            return JobState(job, backend, "unknown", f"local job on {record['host']}")
+            return JobState(job, backend, "unknown", f"local job on {record.host}")
         if alive:
             return JobState(job, backend, "started")
         end = "ended"
@@ -322,14 +313,13 @@ def job_state(record: dict[str, Any], view: SlurmView | None = None) -> JobState
         end = full.lower()
     return JobState(job, backend, "ended", end, result=job_result_state(record), log_tail=job_log_tail(record),
                     slurm_uid=slurm_user_uid() if end.startswith("cancelled") else "",
-                    cancelled=bool(record.get("cancelled")))
+                    cancelled=bool(record.cancelled))
 
 
-def job_log_tail(record: dict[str, Any], lines: int = 8) -> str:
+def job_log_tail(record: JobRecord, lines: int = 8) -> str:
     """The end of the job's first task's log (stderr, else stdout). Named, not globbed: a
     table's submitit folder holds every task's logs, and ``status`` reads this for each ended job."""
-    folder = Path(record.get("folder", ""))
-    job_id = record.get("job_id", "")
+    folder, job_id = Path(record.folder), record.job_id
     candidates = [folder / f"{job_id}_0_log.err", folder / f"{job_id}_0_log.out"]
     for path in candidates:
         try:
@@ -339,3 +329,19 @@ def job_log_tail(record: dict[str, Any], lines: int = 8) -> str:
         if text:
             return "\n".join(text.splitlines()[-lines:])
     return ""
+
+
+def local_gpu_ids() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES names them: the caller's own list where it set one."""
+    import torch
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    given = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return given[:count] if given else [str(i) for i in range(count)]
+
+
+def require_local_gpus(profile, cluster: Cluster) -> None:
+    """A GPU profile on ``--cluster local`` needs that many GPUs here (torch imported only for GPU profiles)."""
+    if cluster.is_local and profile.gpus and profile.gpus > len(local_gpu_ids()):
+        raise UserError(f"profile {profile.name!r} trains each run on {profile.gpus} GPU(s) and this machine has "
+                        f"{len(local_gpu_ids())}", hint="use a cluster profile with GPUs (--cluster NAME), or a "
+                        "profile with gpus: 0")

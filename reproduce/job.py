@@ -19,10 +19,8 @@ from pathlib import Path
 import submitit
 
 from . import preflight, tracking
-from .tracking import retry
-
-COCO_KEYS = {"coco/bbox_mAP": "AP", "coco/bbox_mAP_50": "AP50", "coco/bbox_mAP_75": "AP75",
-             "coco/bbox_mAP_s": "APs", "coco/bbox_mAP_m": "APm", "coco/bbox_mAP_l": "APl"}
+from .metrics import coco_keys
+from .payload import Payload
 
 
 def git_commit() -> str:
@@ -66,12 +64,12 @@ def _mlflow_hook_cls():
     from mmengine.hooks import Hook
 
     class MLflowProgressHook(Hook):
-        """Sends losses, learning rate and progress to the run every ``interval`` iterations (rank 0)."""
+        """Sends losses, learning rate and progress to the run every ``interval`` iterations."""
 
         priority = "BELOW_NORMAL"
 
-        def __init__(self, cl, run_id: str, interval: int) -> None:
-            self.cl, self.run_id, self.interval = cl, run_id, max(1, interval)
+        def __init__(self, tracker: tracking.Tracker, run_id: str | None, interval: int) -> None:
+            self.tracker, self.run_id, self.interval = tracker, run_id, max(1, interval)
             self.last: tuple[float, int] | None = None  # (time, iteration) of the previous report
 
         def before_train(self, runner) -> None:
@@ -81,50 +79,30 @@ def _mlflow_hook_cls():
             it = runner.iter + 1
             if it % self.interval and it != runner.max_iters:
                 return
-            from mlflow.entities import Metric, RunTag
-            now = int(time.time() * 1000)
+            now = time.time()
+            tags = {tracking.TAG_PROGRESS: f"{it}/{runner.max_iters}"}
             # the rate over the last interval, and the last total loss, for `status`'s ETA
-            extra = []
-            if self.last is not None and it > self.last[1] and now / 1000 > self.last[0]:
-                extra.append(RunTag(tracking.TAG_RATE, f"{(it - self.last[1]) / (now / 1000 - self.last[0]):.4g}"))
-            self.last = (now / 1000, it)
-            loss = (outputs or {}).get("loss")
-            if loss is not None:
-                extra.append(RunTag(tracking.TAG_LOSS, f"{float(loss.detach() if hasattr(loss, 'detach') else loss):.4g}"))
-            metrics = [Metric(f"train/{k}", float(v.detach()) if hasattr(v, "detach") else float(v), now, it)
-                       for k, v in (outputs or {}).items() if hasattr(v, "item") or isinstance(v, (int, float))]
-            lrs = runner.optim_wrapper.get_lr()
-            for name, values in lrs.items():
-                metrics.append(Metric(f"train/{name}", float(values[0]), now, it))
-            tags = [RunTag(tracking.TAG_PROGRESS, f"{it}/{runner.max_iters}"), *extra]
-            retry(lambda: self.cl.log_batch(self.run_id, metrics=metrics, tags=tags))
+            if self.last is not None and it > self.last[1] and now > self.last[0]:
+                tags[tracking.TAG_RATE] = f"{(it - self.last[1]) / (now - self.last[0]):.4g}"
+            self.last = (now, it)
+            values = {k: float(v.detach()) if hasattr(v, "detach") else float(v) for k, v in (outputs or {}).items()
+                      if hasattr(v, "item") or isinstance(v, (int, float))}
+            if "loss" in values:
+                tags[tracking.TAG_LOSS] = f"{values['loss']:.4g}"
+            metrics = {f"train/{k}": v for k, v in values.items()}
+            for name, lrs in runner.optim_wrapper.get_lr().items():
+                metrics[f"train/{name}"] = float(lrs[0])
+            self.tracker.log(self.run_id, metrics=metrics, tags=tags, step=it)
 
     return MLflowProgressHook
 
 
-def _open_run(cl, payload: dict) -> str:
-    """The MLflow run of this config: the unfinished one of an earlier attempt, or a new one."""
-    exp = tracking.experiment_id(cl, payload["profile"])
-    h = payload["config_hash"]
-    runs = tracking.runs_by_hash(cl, payload["profile"], {h}).get(h, [])
-    for run in runs:  # any unsettled run, a FINISHED one without its evaluation included
-        if tracking.finished_run([run]) is None:
-            retry(lambda: cl.update_run(run.info.run_id, status="RUNNING"))
-            return run.info.run_id
-    table, row = payload["rows"][0].split("/", 1)
-    tags = {tracking.TAG_HASH: h, tracking.TAG_PROFILE: payload["profile"], tracking.TAG_TABLE: table,
-            tracking.TAG_ROW: row, tracking.TAG_ROWS: json.dumps(payload["rows"]), tracking.TAG_COMMIT: git_commit(),
-            tracking.TAG_TABLES: ",".join(sorted({r.split("/", 1)[0] for r in payload["rows"]})),
-            "mlflow.runName": f"{payload['rows'][0]}@{h}"}
-    return tracking.create_run_once(cl, exp, tags, f"{payload['rows'][0]}@{h}").info.run_id
-
-
-def _log_params(cl, run_id: str, resolved: dict) -> None:
-    from mlflow.entities import Param
-    existing = retry(lambda: cl.get_run(run_id)).data.params
-    params = [Param(k, v) for k, v in tracking.flatten(resolved).items() if k not in existing]
-    for i in range(0, len(params), 100):
-        retry(lambda: cl.log_batch(run_id, params=params[i:i + 100]))
+def _run_tags(payload: Payload) -> dict[str, str]:
+    """What a new MLflow run of the payload is tagged with: its profile, rows and commit."""
+    table, row = payload.rows[0]
+    return {tracking.TAG_PROFILE: payload.profile, tracking.TAG_TABLE: table, tracking.TAG_ROW: row,
+            tracking.TAG_ROWS: json.dumps([list(r) for r in payload.rows]), tracking.TAG_COMMIT: git_commit(),
+            tracking.TAG_TABLES: ",".join(payload.tables), "mlflow.runName": payload.run_name}
 
 
 # The paper's FPS: 200 images on the GPU. On a CPU the figure compares with
@@ -189,7 +167,7 @@ def _resume_decision(work_dir: Path, rank: int, timeout: float = 600.0) -> bool:
     return verdict.read_text() == "1"
 
 
-def setup_distributed(payload: dict, cfg) -> int:
+def setup_distributed(payload: Payload, cfg) -> int:
     """DDP inside one SLURM job, one task per process; returns the world size.
 
     MASTER_PORT comes from the job id, so two jobs on one node never share a
@@ -197,7 +175,7 @@ def setup_distributed(payload: dict, cfg) -> int:
     a CUDA device, so on CPU the gloo group is started here and DDP is told to
     use no device ids.
     """
-    if payload.get("launcher") != "slurm":
+    if payload.launcher != "slurm":
         return 1
     import torch
     os.environ["MASTER_PORT"] = str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)
@@ -231,66 +209,62 @@ def _start_hook_cls():
     return AttemptStartHook
 
 
-def run_training(payload: dict) -> dict:
-    """Train one run end to end; returns its final metrics. Safe to call again after a kill."""
-    from musu.train import load_config, make_runner
+def run_training(payload: Payload) -> dict:
+    """Train one run end to end; returns its final metrics. Safe to call again after a kill.
+
+    1. A run of this config already finished (and evaluated) is not trained again.
+    2. Rank 0 opens the run's MLflow run: the unsettled one of an earlier attempt, or a new one.
+    3. The config is loaded and preflighted on this job's device before any iteration.
+    4. Training resumes from the work dir's last checkpoint, if any; a resume past the
+       last iteration that never evaluated evaluates now.
+    5. Rank 0 logs the COCO metrics and Table 7's measurements, then ends the run FINISHED.
+    Any failure ends the run FAILED (KILLED for an interruption) with its error.
+    """
+    from musu.train import CheckpointIOError, load_config, make_runner
 
     rank = slurm_rank()
-    if payload.get("torch_home"):  # the weights cache `reproduce run` filled: jobs never download
-        os.environ["TORCH_HOME"] = payload["torch_home"]
-    uri = payload["tracking_uri"]
-    cl = tracking.client(uri)
-    # A job SLURM requeues after it already finished (a requeue racing the
-    # job's last seconds) must not train, or log, a second time.
-    h = payload["config_hash"]
+    if payload.torch_home:  # the weights cache `reproduce run` filled: jobs never download
+        os.environ["TORCH_HOME"] = payload.torch_home
+    tracker = tracking.Tracker(payload.tracking_uri, rank=rank)
     from .fingerprint import code_fingerprint
     code = code_fingerprint()
-    done = tracking.finished_run(tracking.runs_by_hash(cl, payload["profile"], {h}).get(h, []))
-    # A rerun of a stale run (`run --rerun-stale`) trains unless a run with today's code has finished.
-    if done is not None and (not payload.get("rerun") or done.data.tags.get(tracking.TAG_CODE) == code):
-        print(f"[reproduce] {h} already finished (MLflow run {done.info.run_id}); nothing to train", flush=True)
-        return dict(done.data.metrics)
-    run_id = _open_run(cl, payload) if rank == 0 else None
+    # 1. A job SLURM requeues after it already finished (a requeue racing the job's last
+    # seconds) must not train, or log, a second time; a rerun of a stale run
+    # (`run --rerun-stale`) trains unless a run with today's code has finished.
+    done = tracking.finished_run(tracker.runs_of(payload.profile, payload.config_hash))
+    if done is not None and (not payload.rerun or done.tags.get(tracking.TAG_CODE) == code):
+        print(f"[reproduce] {payload.config_hash} already finished (MLflow run {done.run_id}); nothing to train",
+              flush=True)
+        return dict(done.metrics)
+    # 2.
+    run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
     slurm_job = slurm_job_id()
     try:
-        if rank == 0:
-            retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "running"))
-            retry(lambda: cl.set_tag(run_id, tracking.TAG_CODE, code))
-            if slurm_job:
-                retry(lambda: cl.set_tag(run_id, tracking.TAG_JOB, slurm_job))
-            else:
-                retry(lambda: cl.set_tag(run_id, tracking.TAG_PID, str(os.getpid())))
-        cfg = load_config(payload["config"], payload["options"], tuple(payload.get("config_dirs", ())))
-        # Everything the config needs, on this job's device, before the first
-        # iteration: a CPU-only mmcv fails here in seconds, not at the first
-        # evaluation after 90k iterations.
-        checks = preflight.require(cfg, gpus=int(payload.get("gpus", 0)))
-        if rank == 0:
-            from mlflow.entities import RunTag
-            tags = [RunTag(tracking.TAG_DEVICE, checks[0].detail),
-                    RunTag(tracking.TAG_PREFLIGHT, "; ".join(c.line() for c in checks))]
-            retry(lambda: cl.log_batch(run_id, tags=tags))
-        work_dir = Path(payload["work_dir"])
+        tracker.tag(run_id, {tracking.TAG_STATE: "running", tracking.TAG_CODE: code,
+                             tracking.TAG_JOB: slurm_job, tracking.TAG_PID: None if slurm_job else str(os.getpid())})
+        # 3. A CPU-only mmcv fails here in seconds, not at the first evaluation after 90k iterations.
+        cfg = load_config(payload.config, payload.options, payload.config_dirs)
+        checks = preflight.require(cfg, gpus=payload.gpus)
+        tracker.tag(run_id, {tracking.TAG_DEVICE: checks[0].detail,
+                             tracking.TAG_PREFLIGHT: "; ".join(c.line() for c in checks)})
+        work_dir = Path(payload.work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
         resolved_path = work_dir / "resolved_config.py"
         cfg.dump(str(resolved_path))
-        if rank == 0:
-            _log_params(cl, run_id, cfg.to_dict())
-            retry(lambda: cl.log_artifact(run_id, str(resolved_path)))
+        tracker.log_params(run_id, tracking.flatten(cfg.to_dict()))
+        tracker.log_artifact(run_id, resolved_path)
         cfg.val_evaluator["outfile_prefix"] = str(work_dir / "coco_eval")
         world = setup_distributed(payload, cfg)
-        if rank == 0:
-            batch = world * int(cfg.train_dataloader.batch_size)
-            retry(lambda: cl.log_param(run_id, "effective_batch_size", str(batch)))
+        tracker.log_params(run_id, {"effective_batch_size": str(world * int(cfg.train_dataloader.batch_size))})
+        # 4.
         runner, capture = make_runner(cfg, work_dir, resume=_resume_decision(work_dir, rank),
-                                      launcher=payload.get("launcher", "none"))
+                                      launcher=payload.launcher)
         runner.register_hook(_start_hook_cls()(rank, world))
         from .save_on_signal import SaveOnSignalHook
         # Half the warning time to end the iteration in flight; the rest to save and requeue.
-        runner.register_hook(SaveOnSignalHook(grace_s=min(120.0, float(payload.get("signal_delay_s", 120)) / 2)))
-        if rank == 0:
-            interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
-            runner.register_hook(_mlflow_hook_cls()(cl, run_id, interval))
+        runner.register_hook(SaveOnSignalHook(grace_s=min(120.0, float(payload.signal_delay_s) / 2)))
+        interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
+        runner.register_hook(_mlflow_hook_cls()(tracker, run_id, interval))
         runner.train()
         if not capture.metrics:
             # Resumed from the checkpoint at max_iters (the previous attempt stopped
@@ -302,46 +276,40 @@ def run_training(payload: dict) -> dict:
             runner.val_loop.run()
         if rank != 0:
             return {}
-        # COCO reports -1 for an area range without objects: no number, not -100.
-        metrics = {COCO_KEYS[k]: 100.0 * v for k, v in capture.metrics.items() if k in COCO_KEYS and v >= 0}
+        # 5. COCO reports -1 for an area range without objects: no number, not -100.
+        columns = coco_keys()
+        metrics = {columns[k]: 100.0 * v for k, v in capture.metrics.items() if k in columns and v >= 0}
         if "AP" not in metrics:
             raise RuntimeError(f"the evaluation logged no AP (its metrics: {sorted(capture.metrics) or 'none'}); "
                                "the run is not finished")
         metrics.update(_measure(runner, cfg))
-        from mlflow.entities import Metric
-        now = int(time.time() * 1000)
-        retry(lambda: cl.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]))
-        evals = [p for p in work_dir.glob("coco_eval*.json")]
+        tracker.log(run_id, metrics=metrics)
         (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        for path in [work_dir / "metrics.json", *evals]:
-            retry(lambda: cl.log_artifact(run_id, str(path)))
-        retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, "finished"))
-        retry(lambda: cl.set_terminated(run_id, status="FINISHED"))
+        for path in [work_dir / "metrics.json", *work_dir.glob("coco_eval*.json")]:
+            tracker.log_artifact(run_id, path)
+        tracker.end(run_id, "FINISHED", {tracking.TAG_STATE: "finished"})
         return metrics
     except BaseException as exc:
-        if rank == 0 and run_id is not None:
-            tail = exception_chain(exc) + "\n" + "".join(traceback.format_exception(exc))[-2000:]
-            # submitit requeues with sys.exit: an interruption, like a Ctrl-C or its giving up.
-            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, submitit.core.utils.UncompletedJobError))
-            from musu.train import CheckpointIOError
-            # The storage failed, not the run: `status` reads it killed and `run` resubmits it.
-            state = "storage" if isinstance(exc, CheckpointIOError) else "interrupted" if interrupted else "failed"
-            try:
-                retry(lambda: cl.set_tag(run_id, tracking.TAG_ERROR, tail))
-                retry(lambda: cl.set_tag(run_id, tracking.TAG_STATE, state))
-                retry(lambda: cl.set_terminated(run_id, status="KILLED" if interrupted else "FAILED"))
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
+        tail = exception_chain(exc) + "\n" + "".join(traceback.format_exception(exc))[-2000:]
+        # submitit requeues with sys.exit: an interruption, like a Ctrl-C or its giving up.
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, submitit.core.utils.UncompletedJobError))
+        # The storage failed, not the run: `status` reads it killed and `run` resubmits it.
+        state = "storage" if isinstance(exc, CheckpointIOError) else "interrupted" if interrupted else "failed"
+        try:
+            tracker.end(run_id, "KILLED" if interrupted else "FAILED",
+                        {tracking.TAG_ERROR: tail, tracking.TAG_STATE: state})
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
         raise
 
 
 class TrainJob(submitit.helpers.Checkpointable):
     """The submitit callable: ``TrainJob()(payload)``; requeued with the same payload."""
 
-    def __call__(self, payload: dict) -> dict:
+    def __call__(self, payload: Payload) -> dict:
         return run_training(payload)
 
-    def checkpoint(self, payload: dict) -> submitit.helpers.DelayedSubmission:
+    def checkpoint(self, payload: Payload) -> submitit.helpers.DelayedSubmission:
         # mmengine saves checkpoints every `checkpoint_interval` iterations; the
         # requeued call resumes from the last of them (see run_training).
         return submitit.helpers.DelayedSubmission(TrainJob(), payload)

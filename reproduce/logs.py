@@ -5,24 +5,19 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from . import tracking
 from .errors import UserError
-from .plan import plan_args, select_rows
-from .state import JobStore
+from .cli import plan_args
+from .plan import select_rows
+from .state import JobRecord, JobStore
 
 
-def log_paths(record: dict[str, Any]) -> list[Path]:
+def log_paths(record: JobRecord) -> list[Path]:
     """The job's stdout and stderr files (submitit names them; task 0 of an array task)."""
     import submitit
-    paths = submitit.core.utils.JobPaths(record["folder"], record["job_id"], task_id=0)
+    paths = submitit.core.utils.JobPaths(record.folder, record.job_id, task_id=0)
     return [paths.stdout, paths.stderr]
-
-
-def attempts(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every job that trained this run, oldest first: resubmitted ones keep their predecessors."""
-    return [*record.get("earlier", []), record]
 
 
 def cmd_logs(args) -> int:
@@ -34,15 +29,14 @@ def cmd_logs(args) -> int:
     if record is None:
         raise UserError(f"{table}/{row} ({run.config_hash}) has no job yet on profile {profile.name}",
                         hint=f"reproduce run {table} --profile {profile.name}")
-    tries = attempts(record)
+    tries = record.attempts
     if not -len(tries) <= args.attempt < len(tries):
         raise UserError(f"{table}/{row} has {len(tries)} attempt(s); --attempt {args.attempt} is none of them",
                         hint=f"use 0..{len(tries) - 1}, or -1 for the latest")
     chosen = tries[args.attempt]
     uri = tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
-    latest = tracking.tracked(tracking.runs_by_hash(tracking.client(uri), profile.name, {run.config_hash})
-                              .get(run.config_hash, [])).latest
-    print(f"# {table}/{row}: run {run.config_hash}, {chosen['backend']} job {chosen['job_id']} "
+    latest = tracking.tracked(tracking.Tracker(uri).runs_of(profile.name, run.config_hash)).latest
+    print(f"# {table}/{row}: run {run.config_hash}, {chosen.backend} job {chosen.job_id} "
           f"(attempt {tries.index(chosen) + 1} of {len(tries)})")
     print(f"# MLflow: {latest.run_id if latest else 'no run yet'} in {tracking.redact(uri)}")
     paths = log_paths(chosen)
@@ -58,7 +52,7 @@ def cmd_logs(args) -> int:
     return 0
 
 
-def _follow(record: dict[str, Any], paths: list[Path], offsets: dict[Path, int]) -> None:
+def _follow(record: JobRecord, paths: list[Path], offsets: dict[Path, int]) -> None:
     """Print what the logs gain until the job ends (Ctrl-C stops following, not the job)."""
     from .executor import job_state
     while True:

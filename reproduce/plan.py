@@ -20,6 +20,14 @@ from .errors import UserError, first_line
 from .profiles import Profile, load_profile
 from .spec import SWEEPS_DIR, Row, Table, load_tables
 
+# The modules whose code decides what a plan holds (its runs, options and hashes): a change
+# to any of them invalidates the plan cache. tests/test_plan.py checks the list against
+# the modules this one imports.
+PLAN_MODULES = ("reproduce.plan", "reproduce.spec", "reproduce.profiles", "reproduce.schema", "reproduce.metrics",
+                "reproduce.errors",
+                "musu.core.switches", "musu.configs", "musu.data.synthetic")
+
+
 @dataclass
 class Run:
     """One training run: the rows it serves, its config and its identity."""
@@ -34,9 +42,16 @@ class Run:
     max_iters: int = 0
 
     def to_json(self) -> dict[str, Any]:
+        """The one serialisation of a run: ``plan --json`` prints it, the plan cache keeps it."""
         return dict(config_hash=self.config_hash, config=self.config_name, profile=self.profile, seed=self.seed,
-                    rows=[f"{t}/{r}" for t, r in self.rows], overrides=self.options,
-                    max_iters=self.max_iters, gpu_hours=round(self.gpu_hours, 2))
+                    rows=[list(r) for r in self.rows], overrides=self.options, max_iters=self.max_iters,
+                    gpu_hours=self.gpu_hours)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Run":
+        return cls(config_hash=data["config_hash"], config_name=data["config"], options=data["overrides"],
+                   profile=data["profile"], seed=data["seed"], rows=[(t, r) for t, r in data["rows"]],
+                   gpu_hours=data["gpu_hours"], max_iters=data["max_iters"])
 
 
 def _canonical(obj: Any) -> Any:
@@ -139,13 +154,13 @@ class Planner:
 
     def _cache_key(self, tables: list[Table]) -> str:
         """Everything a plan depends on: the specs, the profile, every config file,
-        mmdet's version and this module's code."""
+        mmdet's version and the code of every module that shapes a plan (``PLAN_MODULES``)."""
+        import importlib.util
+
         from musu.configs import CONFIG_DIR
-        from musu.core import switches
-        here = Path(__file__).parent
         h = hashlib.sha256()
-        for path in [Path(self.profile.file), *(Path(t.file) for t in tables), Path(__file__),
-                     here / "spec.py", here / "profiles.py", Path(switches.__file__),
+        code = [Path(importlib.util.find_spec(m).origin) for m in PLAN_MODULES]  # found, not imported
+        for path in [Path(self.profile.file), *(Path(t.file) for t in tables), *code,
                      *sorted(CONFIG_DIR.rglob("*.py")),
                      *sorted(p for d in self.profile.config_dirs for p in Path(d).rglob("*.py"))]:
             h.update(str(path).encode())
@@ -218,10 +233,7 @@ def cache_dir() -> Path:
 def _cache_load(key: str) -> list[Run] | None:
     path = cache_dir() / f"{key}.json"
     try:
-        data = json.loads(path.read_text())
-        return [Run(config_hash=r["config_hash"], config_name=r["config_name"], options=r["options"],
-                    profile=r["profile"], seed=r["seed"], rows=[tuple(x) for x in r["rows"]],
-                    gpu_hours=r["gpu_hours"], max_iters=r["max_iters"]) for r in data]
+        return [Run.from_json(r) for r in json.loads(path.read_text())]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -231,18 +243,10 @@ def _cache_store(key: str, runs: list[Run]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([dict(config_hash=r.config_hash, config_name=r.config_name, options=r.options,
-                                        profile=r.profile, seed=r.seed, rows=r.rows, gpu_hours=r.gpu_hours,
-                                        max_iters=r.max_iters) for r in runs]))
+        tmp.write_text(json.dumps([r.to_json() for r in runs]))
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home only costs speed
-
-
-def plan_args(args, tables: str | None = None) -> tuple[Profile, list[Table], list[Run]]:
-    """``plan_tables`` for a command's parsed options (every command takes the same ones)."""
-    return plan_tables(args.profile, tables if tables is not None else args.tables, args.sweeps, args.switches,
-                       args.cfg_options, getattr(args, "configs", None))
 
 
 def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches: list[str] | None = None,

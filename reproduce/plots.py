@@ -1,24 +1,18 @@
-"""Plots where a picture says more than the table: AP against alpha (Table 1),
-#A (Table 5, one curve per alpha) and the temperature ratio (Table 4), the
-paper's curve beside the reproduced one (matplotlib, PNG and PDF)."""
+"""Plots where a picture says more than the table, as a spec's ``plot:`` asks:
+AP against alpha (Table 1), #A (Table 5, one curve per alpha) and the
+temperature ratio (Table 4), the paper's curve beside the reproduced one
+(matplotlib, PNG and PDF)."""
 from __future__ import annotations
 
 import base64
 import io
 from pathlib import Path
 
-# table -> (x switch, grouping switch or None, x label)
-PLOTS = {
-    "table1": ("alpha", None, r"$\alpha$"),
-    "table4": ("tau_ratio", None, r"$\tau^{cls}:\tau^{reg}$"),
-    "table5": ("num_anchors", "alpha", "#A (anchors per location)"),
-}
-
-
-def _series(rows, x_key, group_key):
+def _series(rows, plot):
+    x_key, group_key = plot.x, plot.group
     groups: dict = {}
     for row in rows:
-        if x_key not in row.switches or (x_key == "alpha" and "criteria" in row.switches):
+        if x_key not in row.switches or any(s in row.switches for s in plot.skip_rows_setting):
             continue
         g = row.switches.get(group_key) if group_key else None
         ap = next(c for c in row.cells if c.metric == "AP")
@@ -36,11 +30,11 @@ def make_plots(tables, outdir: Path) -> dict[str, dict[str, str]]:
     outdir.mkdir(parents=True, exist_ok=True)
     result = {}
     for t in tables:
-        spec = PLOTS.get(t.table.name)
-        if spec is None:
+        plot = t.table.plot
+        if plot is None:
             continue
-        x_key, group_key, xlabel = spec
-        series = _series(t.rows, x_key, group_key)
+        x_key, group_key, xlabel = plot.x, plot.group, plot.xlabel
+        series = _series(t.rows, plot)
         if not series:
             continue
         fig, axes = plt.subplots(1, 2 if not t.paper_only else 1, figsize=(9 if not t.paper_only else 4.8, 3.4),

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import UserError
+from .schema import integer, known_keys, load_yaml, mapping
 from .spec import SWEEPS_DIR
 
 PROFILE_KEYS = {"name", "description", "dataset", "gpus", "processes", "images_per_gpu", "configs", "cfg_options",
@@ -77,43 +76,25 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
                         f"add one as {sweeps_dir / 'profiles' / (name + '.yaml')}, or give a file path")
     else:
         path = sweeps_dir / "profiles" / f"{name}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}", file=str(path)) from None
     file = str(path)
-    if not isinstance(data, dict):
-        raise UserError("a profile is a mapping", file=file)
-    unknown = set(data) - PROFILE_KEYS
-    if unknown:
-        raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=file, field=str(sorted(map(str, unknown))[0]),
-                        hint=f"known: {', '.join(sorted(PROFILE_KEYS))}")
+    data = mapping(load_yaml(path), file, "a profile")
+    known_keys(data, PROFILE_KEYS, file)
     for key in ("dataset", "configs"):
         if not isinstance(data.get(key), dict) or not data[key]:
             raise UserError("missing or not a mapping", file=file, field=key)
     ds = data["dataset"]
-    bad = set(ds) - DATASET_KEYS
-    if bad:
-        raise UserError(f"unknown field(s) {sorted(map(str, bad))}", file=file, field=f"dataset.{sorted(map(str, bad))[0]}")
+    known_keys(ds, DATASET_KEYS, file, prefix="dataset.")
     if ds.get("type") not in ("coco", "synthetic"):
         raise UserError(f"must be coco or synthetic, got {ds.get('type')!r}", file=file, field="dataset.type")
     for key in ("root", "train_ann", "val_ann"):
         if not isinstance(ds.get(key), str):
             raise UserError("missing (a path)", file=file, field=f"dataset.{key}")
-    gpus = data.get("gpus", 0)
-    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
-        raise UserError(f"must be an integer >= 0, got {gpus!r}", file=file, field="gpus")
-    processes = data.get("processes", max(gpus, 1))
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise UserError(f"must be an integer >= 1, got {processes!r}", file=file, field="processes")
+    gpus = integer(data, "gpus", file, default=0)
+    processes = integer(data, "processes", file, default=max(gpus, 1), minimum=1)
     if gpus and processes != gpus:
         raise UserError(f"a run on {gpus} GPU(s) runs one process per GPU, got processes: {processes}", file=file,
                         field="processes", hint=f"drop processes, or set it to {gpus}")
-    ipg = data.get("images_per_gpu", 2)
-    if isinstance(ipg, bool) or not isinstance(ipg, int) or ipg < 1:
-        raise UserError(f"must be an integer >= 1, got {ipg!r}", file=file, field="images_per_gpu")
+    ipg = integer(data, "images_per_gpu", file, default=2, minimum=1)
     patches = data.get("patches") or {}
     if not isinstance(patches, dict) or any(not isinstance(v, dict) for v in patches.values()):
         raise UserError("expected a mapping of name to config overrides", file=file, field="patches")

@@ -18,27 +18,20 @@ from typing import Any
 import jinja2
 
 from . import tracking
-from .plan import plan_args
-from .state import JobStore
-from .status import State, states_of
+from .metrics import metrics
+from .cli import plan_args
+from .plan import Run
+from .profiles import Profile
 from .spec import SWEEPS_DIR, Table
+from .state import JobRecord, JobStore
+from .status import State, states_of
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
-HEADERS = {"AP": "AP", "AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$", "APm": "AP$_M$",
-           "APl": "AP$_L$", "params": "\\#Params", "flops": "FLOPs", "fps": "FPS"}
-MD_HEADERS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "APs": "APs", "APm": "APm", "APl": "APl",
-              "params": "#Params", "flops": "FLOPs", "fps": "FPS"}
-
-
 def fmt(metric: str, value: float | None) -> str:
-    """Numbers as the paper prints them: AP 40.6, params 32.07M, FLOPs 205.3G, FPS 14.6."""
+    """Numbers as the paper prints them (``metrics.yaml``: AP 40.6, params 32.07M, FLOPs 205.3G)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if metric == "params":
-        return f"{value:.2f}M"
-    if metric == "flops":
-        return f"{value:.1f}G"
-    return f"{value:.1f}"
+    return metrics()[metric].format(value)
 
 
 @dataclass
@@ -104,15 +97,13 @@ class ReportTable:
         return out
 
 
-def gather(args, paper_only: bool) -> list[ReportTable]:
-    profile, tables, runs = plan_args(args)
+def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: tracking.Tracker | None,
+           records: dict[str, JobRecord]) -> list[ReportTable]:
+    """Each table's rows: the paper's numbers and, with a ``tracker``, the finished runs'
+    (the mean over a row's seeds) and where the unfinished ones stand. No tracker: the paper alone."""
+    paper_only = tracker is None
     by_row = {(t, r): run for run in runs for t, r in run.rows}
-    mlruns, records = {}, {}
-    if not paper_only:
-        uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
-        cl = tracking.client(uri)
-        mlruns = tracking.runs_by_hash(cl, profile.name, {r.config_hash for r in runs})
-        records = JobStore.at(args.workdir).records(profile.name)
+    mlruns = tracker.runs_by_hash(profile.name, {r.config_hash for r in runs}) if tracker is not None else {}
     finished = finished_metrics(mlruns)
     states = states_of(mlruns, records, {r.config_hash for r in runs}) if not paper_only else {}
     out = []
@@ -144,12 +135,12 @@ def gather(args, paper_only: bool) -> list[ReportTable]:
             status = State.FINISHED if len(agg) == len(seeds) else st.state
             rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(agg), cells,
                                   row.switches, stale=any(states[h].stale for h in seeds if h in states)))
-        _mark_best(rows, paper_only)
+        _mark_best(rows, paper_only, table)
         out.append(ReportTable(table, profile.name, rows, paper_only))
     return out
 
 
-def finished_metrics(mlruns: dict[str, list]) -> "pandas.DataFrame":
+def finished_metrics(mlruns: dict[str, list[tracking.TrackedRun]]) -> "pandas.DataFrame":
     """One row per config hash with the metrics of its finished MLflow run."""
     import pandas as pd
     records = []
@@ -161,13 +152,14 @@ def finished_metrics(mlruns: dict[str, list]) -> "pandas.DataFrame":
         pd.DataFrame(index=pd.Index([], name="config_hash"))
 
 
-def _mark_best(rows: list[ReportRow], paper_only: bool) -> None:
-    if not rows:
+def _mark_best(rows: list[ReportRow], paper_only: bool, table: Table) -> None:
+    """Bold the best value of each column, as the paper does: not in a table whose spec says
+    ``mark_best: false`` (Table 7), not in a column whose metric has no better side."""
+    if not rows or not table.mark_best:
         return
     for i, cell0 in enumerate(rows[0].cells):
-        metric = cell0.metric
-        if metric in ("params", "flops", "fps"):
-            continue  # Table 7 marks nothing
+        if metrics()[cell0.metric].best == "none":
+            continue
         key = (lambda c: c.paper) if paper_only else (lambda c: c.value)
         vals = [key(r.cells[i]) for r in rows if key(r.cells[i]) is not None and not r.cells[i].partial]
         if not vals:
@@ -184,15 +176,14 @@ def _env(autoescape: bool) -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = lambda cell: fmt(cell.metric, cell.value)
     env.filters["fmt_paper"] = lambda cell: fmt(cell.metric, cell.paper)
-    env.filters["fmt_diff"] = lambda cell: "" if cell.diff is None else f"{cell.diff:+.1f}" if cell.metric not in (
-        "params",) else f"{cell.diff:+.2f}"
+    env.filters["fmt_diff"] = lambda cell: "" if cell.diff is None else metrics()[cell.metric].format(cell.diff, True)
     # A finished run can lack a metric (COCO gives none for an area range
     # without objects): "n/a" then, the run's state otherwise.
     env.filters["absent"] = lambda row: "n/a" if row.status == "finished" else row.status
     env.filters["tex"] = tex_escape
     env.filters["md_label"] = md_label
     env.filters["html_label"] = tex_to_html
-    env.globals.update(HEADERS=HEADERS, MD_HEADERS=MD_HEADERS)
+    env.globals.update(HEADERS={k: m.tex for k, m in metrics().items()}, MD_HEADERS={k: m.md for k, m in metrics().items()})
     return env
 
 
@@ -258,7 +249,12 @@ def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, 
 
 
 def cmd_report(args) -> int:
-    tables = gather(args, args.paper)
+    profile, specs, runs = plan_args(args)
+    tracker, records = None, {}
+    if not args.paper:
+        tracker = tracking.Tracker(tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)))
+        records = JobStore.at(args.workdir).records(profile.name)
+    tables = gather(profile, specs, runs, tracker, records)
     plots = {}
     if args.format == "html" or args.output:
         from .plots import make_plots

@@ -20,7 +20,9 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
+
+from .state import JobRecord
 
 # Ends sacct records: the job will not run again unless someone requeues it.
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED",
@@ -69,8 +71,8 @@ class SlurmView:
     calls: list[str] = field(default_factory=list)  # the commands run, for the benchmark and the tests
 
     @classmethod
-    def take(cls, job_records: Iterable[dict[str, Any]]) -> "SlurmView":
-        ids = sorted({str(r["job_id"]) for r in job_records if r.get("backend", "slurm") == "slurm"})
+    def take(cls, job_records: Iterable[JobRecord]) -> "SlurmView":
+        ids = sorted({r.job_id for r in job_records if r.backend == "slurm"})
         view = cls()
         if not ids:
             return view
@@ -97,10 +99,10 @@ class SlurmView:
                     view.records.setdefault(one, []).append(state.strip())
         return view
 
-    def state(self, record: dict[str, Any]) -> str:
+    def state(self, record: JobRecord) -> str:
         """The job's state now: a squeue word (``PENDING``), an end with its detail as sacct
         writes it (``CANCELLED by 1000``), ``UNKNOWN`` (ask again) or ``VANISHED``."""
-        job = str(record["job_id"])
+        job = record.job_id
         if self.live is None:
             return UNKNOWN
         if job in self.live:
@@ -109,10 +111,10 @@ class SlurmView:
         if history:
             last = history[-1]
             return last if _word(last) in ENDED else UNKNOWN
-        if self.records is None or time.time() - float(record.get("submitted", 0)) < GRACE_S:
+        if self.records is None or time.time() - record.submitted < GRACE_S:
             return UNKNOWN
         return VANISHED
 
-    def history(self, record: dict[str, Any]) -> list[str]:
+    def history(self, record: JobRecord) -> list[str]:
         """Every state sacct recorded for the job, oldest first (a requeued job's earlier ends too)."""
-        return [_word(s) for s in (self.records or {}).get(str(record["job_id"]), [])]
+        return [_word(s) for s in (self.records or {}).get(record.job_id, [])]

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import UserError
+from .metrics import metrics
+from .schema import integer, known_keys, load_yaml, mapping
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 METHODS = ("musu", "fcos", "fcospp", "atss", "paa", "autoassign", "freeanchor", "sapd", "mal")
 BACKBONES = ("r50", "r101", "r101-dcn")
 SCHEDULES = ("1x", "2x")
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "params", "flops", "fps")
-TABLE_KEYS = {"table", "title", "caption", "columns", "defaults", "rows", "eval_split"}
+TABLE_KEYS = {"table", "title", "caption", "columns", "defaults", "rows", "eval_split", "mark_best", "plot"}
+PLOT_KEYS = {"x", "group", "xlabel", "skip_rows_setting"}
 ROW_KEYS = {"name", "label", "section", "method", "backbone", "schedule", "set", "paper", "reference", "train",
             "seeds", "grid", "zip"}
 DEFAULT_KEYS = ROW_KEYS - {"name", "label", "paper", "grid", "zip"}
@@ -66,6 +66,15 @@ class Row:
         return f"{self.method}/{self.backbone}/{self.schedule}"
 
 
+@dataclass(frozen=True)
+class Plot:
+    """AP against one switch, one curve per value of ``group`` (``plots.py`` draws it)."""
+    x: str
+    group: str | None
+    xlabel: str
+    skip_rows_setting: tuple[str, ...] = ()  # rows that set one of these are left out (Table 1's v = p rows)
+
+
 @dataclass
 class Table:
     name: str
@@ -75,6 +84,8 @@ class Table:
     rows: list[Row]
     file: str
     eval_split: str | None = None
+    mark_best: bool = True    # the paper bolds each column's best value; Table 7 marks none
+    plot: Plot | None = None
 
 
 def _fmt(template: str, values: dict[str, Any], file: str, row: str) -> str:
@@ -176,13 +187,8 @@ def _expand(raw: dict, file: str, position: int) -> list[tuple[dict, dict]]:
 
 def parse_table(data: Any, file: str) -> Table:
     """Validate a loaded spec and expand its rows."""
-    if not isinstance(data, dict):
-        raise UserError(f"a sweep spec is a mapping with keys {sorted(TABLE_KEYS)}, got {type(data).__name__}",
-                        file=file)
-    unknown = set(data) - TABLE_KEYS
-    if unknown:
-        raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=file, field=str(sorted(map(str, unknown))[0]),
-                        hint=f"known: {', '.join(sorted(TABLE_KEYS))}")
+    mapping(data, file, f"a sweep spec (keys {', '.join(sorted(TABLE_KEYS))})")
+    known_keys(data, TABLE_KEYS, file)
     for key in ("table", "columns", "rows"):
         if key not in data:
             raise UserError("missing", file=file, field=key)
@@ -190,29 +196,26 @@ def parse_table(data: Any, file: str) -> Table:
     if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name):
         raise UserError(f"must be a lower-case identifier, got {name!r}", file=file, field="table")
     columns = data["columns"]
-    if not isinstance(columns, list) or not columns or any(c not in METRICS for c in columns):
-        raise UserError(f"must be a non-empty list drawn from {', '.join(METRICS)}, got {columns!r}", file=file,
-                        field="columns")
+    known = metrics()
+    if not isinstance(columns, list) or not columns or any(not isinstance(c, str) or c not in known for c in columns):
+        raise UserError(f"must be a non-empty list drawn from {', '.join(known)}, got {columns!r}", file=file,
+                        field="columns", hint="the columns are sweeps/vocabulary/metrics.yaml's")
+    mark_best = data.get("mark_best", True)
+    if not isinstance(mark_best, bool):
+        raise UserError(f"expected true or false, got {mark_best!r}", file=file, field="mark_best")
+    plot = _check_plot(data.get("plot"), columns, file)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise UserError("expected a mapping", file=file, field="defaults")
-    bad = set(defaults) - DEFAULT_KEYS
-    if bad:
-        raise UserError(f"unknown default(s) {sorted(map(str, bad))}", file=file, field="defaults",
-                        hint=f"known: {', '.join(sorted(DEFAULT_KEYS))}")
+    known_keys(defaults, DEFAULT_KEYS, file, prefix="defaults.")
     rows_raw = data["rows"]
     if not isinstance(rows_raw, list) or not rows_raw:
         raise UserError("expected a non-empty list of rows", file=file, field="rows")
     rows: list[Row] = []
     seen: set[str] = set()
     for position, raw in enumerate(rows_raw):
-        if not isinstance(raw, dict):
-            raise UserError(f"a row is a mapping, got {type(raw).__name__}", file=file, row=f"#{position + 1}")
-        unknown = set(raw) - ROW_KEYS
-        if unknown:
-            raise UserError(f"unknown field(s) {sorted(map(str, unknown))}", file=file,
-                            row=str(raw.get("name", f"#{position + 1}")), field=str(sorted(map(str, unknown))[0]),
-                            hint=f"known: {', '.join(sorted(ROW_KEYS))}")
+        mapping(raw, file, "a row", row=f"#{position + 1}")
+        known_keys(raw, ROW_KEYS, file, row=str(raw.get("name", f"#{position + 1}")))
         if not isinstance(raw.get("name"), str) or not raw["name"].strip():
             raise UserError("every row needs a name (a string)", file=file, row=f"#{position + 1}", field="name")
         for values, row in _expand(raw, file, position):
@@ -222,7 +225,28 @@ def parse_table(data: Any, file: str) -> Table:
                                 hint="row names must be unique within a table")
             seen.add(rows[-1].name)
     return Table(name=name, title=str(data.get("title", name)), caption=str(data.get("caption", "")),
-                 columns=list(columns), rows=rows, file=file, eval_split=data.get("eval_split"))
+                 columns=list(columns), rows=rows, file=file, eval_split=data.get("eval_split"),
+                 mark_best=mark_best, plot=plot)
+
+
+def _check_plot(raw: Any, columns: list[str], file: str) -> Plot | None:
+    if raw is None:
+        return None
+    mapping(raw, file, "a plot", field="plot")
+    known_keys(raw, PLOT_KEYS, file, prefix="plot.")
+    names = _switches().names()
+    for key in ("x", "group"):
+        if raw.get(key) is not None and raw[key] not in names:
+            raise UserError(f"{raw[key]!r} is not a MuSu switch", file=file, field=f"plot.{key}",
+                            hint=f"switches: {', '.join(names)}")
+    if raw.get("x") is None:
+        raise UserError("missing: the switch on the x axis", file=file, field="plot.x")
+    if "AP" not in columns:
+        raise UserError("a plot shows AP, and this table has no AP column", file=file, field="plot")
+    skip = raw.get("skip_rows_setting") or []
+    if not isinstance(skip, list) or any(s not in names for s in skip):
+        raise UserError(f"expected a list of switches, got {skip!r}", file=file, field="plot.skip_rows_setting")
+    return Plot(raw["x"], raw.get("group"), str(raw.get("xlabel", raw["x"])), tuple(skip))
 
 
 def _make_row(table: str, index: int, raw: dict, values: dict, defaults: dict, columns: list[str], file: str) -> Row:
@@ -242,9 +266,7 @@ def _make_row(table: str, index: int, raw: dict, values: dict, defaults: dict, c
         if value is not None and not isinstance(value, bool):
             raise UserError(f"expected true or false, got {value!r}", file=file, row=label_name, field=key)
         flags[key] = value
-    seeds = merged.get("seeds", 1)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
-        raise UserError(f"must be an integer in [1, 100], got {seeds!r}", file=file, row=label_name, field="seeds")
+    seeds = integer(merged, "seeds", file, default=1, minimum=1, maximum=100, row=label_name)
     reference = flags["reference"]
     train = True if flags["train"] is None else flags["train"]
     if reference and flags["train"]:
@@ -263,17 +285,7 @@ def _make_row(table: str, index: int, raw: dict, values: dict, defaults: dict, c
 
 def load_table_file(path: str | Path) -> Table:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read the spec: {exc.strerror}", file=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"malformed YAML{where}: {problem}", file=str(path)) from None
+    data = load_yaml(path)
     table = parse_table(data, str(path))
     if table.name != path.stem:
         raise UserError(f"the table is named {table.name!r} but the file is {path.name}", file=str(path),

@@ -1,9 +1,10 @@
 """What ``reproduce run`` submitted, kept on disk so a later call reattaches.
 
-``.reproduce/jobs.json`` maps a config hash to the job that trains it (backend,
-job id, submitit folder). It is rewritten atomically under a lock, so a
-``kill -9`` of the submitting process never leaves a torn file, and two
-``reproduce`` processes never lose each other's records.
+``.reproduce/state/jobs.json`` maps ``PROFILE:HASH`` to the ``JobRecord`` of
+the job that trains that config (backend, job id, submitit folder, and its
+earlier jobs). It is rewritten atomically under a lock, so a ``kill -9`` of
+the submitting process never leaves a torn file, and two ``reproduce``
+processes never lose each other's records.
 """
 from __future__ import annotations
 
@@ -13,8 +14,53 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job that trains (or trained) a run, as ``jobs.json`` keeps it."""
+
+    backend: str                      # local | slurm
+    job_id: str                       # SLURM's JOB or JOB_TASK; a local controller's pid
+    folder: str                       # the submitit folder its logs and result pickle are in
+    submitted: float = 0.0            # when (epoch seconds): SLURM's silence just after it is no answer yet
+    host: str | None = None           # a local job's process: host, boot and start time tell it from a reused pid
+    boot_id: str | None = None
+    started_ticks: str | None = None
+    cancelled: float | None = None    # when `reproduce cancel` stopped it
+    resubmits: int = 0                # how often `run` resubmitted the run after the system killed its job
+    earlier: tuple["JobRecord", ...] = ()  # the run's earlier jobs, oldest first (`reproduce logs --attempt`)
+
+    @property
+    def attempts(self) -> list["JobRecord"]:
+        """Every job that trained this run, oldest first."""
+        return [*self.earlier, self]
+
+    def then(self, new: "JobRecord", resubmitted: bool = False) -> "JobRecord":
+        """The record of the run's next job ``new``, keeping this one among its earlier jobs;
+        ``resubmitted``: sent again by `run` after the system killed this job (counted against
+        the cluster's ``max_requeues``; a submission of the user's starts the count again)."""
+        mine = replace(self, earlier=(), resubmits=0)
+        return replace(new, earlier=(*self.earlier, mine), resubmits=self.resubmits + 1 if resubmitted else 0)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if v not in (None, (), [], 0) or k == "job_id"}
+        if self.earlier:
+            out["earlier"] = [e.to_json() for e in self.earlier]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "JobRecord":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["job_id"] = str(values.get("job_id", ""))
+        values["earlier"] = tuple(cls.from_json(e) for e in data.get("earlier", []))
+        values.setdefault("backend", "slurm")
+        values.setdefault("folder", "")
+        return cls(**values)
 
 
 class JobStore:
@@ -77,13 +123,19 @@ class JobStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def records(self, profile: str) -> dict[str, Any]:
-        """This profile's records by config hash."""
-        return {k.split(":", 1)[1]: v for k, v in self.load().items() if k.startswith(profile + ":")}
+    @staticmethod
+    def key(profile: str, config_hash: str) -> str:
+        """A config trains once per profile: its records are keyed by both."""
+        return f"{profile}:{config_hash}"
 
-    def save(self, profile: str, records: dict[str, Any]) -> None:
+    def records(self, profile: str) -> dict[str, JobRecord]:
+        """This profile's records by config hash."""
+        return {k.split(":", 1)[1]: JobRecord.from_json(v) for k, v in self.load().items()
+                if k.startswith(profile + ":")}
+
+    def save(self, profile: str, records: dict[str, JobRecord]) -> None:
         """Store records by config hash under this profile."""
-        self.update({f"{profile}:{h}": r for h, r in records.items()})
+        self.update({self.key(profile, h): r.to_json() for h, r in records.items()})
 
 
 def _try_lock(fh) -> bool:
@@ -92,11 +144,3 @@ def _try_lock(fh) -> bool:
         return True
     except BlockingIOError:
         return False
-
-
-def next_attempt(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    """The record of a run's new job, keeping its earlier jobs (``reproduce logs --attempt``)."""
-    if old is None:
-        return new
-    earlier = [*old.get("earlier", []), {k: old[k] for k in ("backend", "job_id", "folder", "submitted") if k in old}]
-    return {**new, "earlier": earlier}

@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from .errors import UserError, first_line
 
@@ -123,6 +123,7 @@ def retry(fn: Callable[[], T], attempts: int = 60, base: float = 0.05, cap: floa
 
 
 def client(uri: str | None = None):
+    """A raw ``MlflowClient``, for tests that arrange a store's state; the suite itself goes through ``Tracker``."""
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri=resolve_uri(uri))
 
@@ -182,62 +183,159 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def experiment_id(cl, profile: str) -> str:
-    name = f"musu-{profile}"
-    exp = retry(lambda: cl.get_experiment_by_name(name))
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return retry(lambda: cl.create_experiment(name, artifact_location=artifact_root(cl.tracking_uri)))
-    except Exception:  # created concurrently by another job
-        return retry(lambda: cl.get_experiment_by_name(name)).experiment_id
+@dataclass(frozen=True)
+class TrackedRun:
+    """One MLflow run as the suite reads it: plain values, never MLflow's entities."""
+    run_id: str
+    status: str                   # MLflow's RUNNING | FINISHED | FAILED | KILLED
+    tags: Mapping[str, str]
+    metrics: Mapping[str, float]  # the latest value of each
+    params: Mapping[str, str]
+
+    @property
+    def config_hash(self) -> str | None:
+        return self.tags.get(TAG_HASH)
+
+    @property
+    def evaluated(self) -> bool:
+        """FINISHED *and* evaluated: a FINISHED run without AP (an older version's
+        resume that skipped the evaluation) is not finished."""
+        return self.status == "FINISHED" and "AP" in self.metrics
+
+    @classmethod
+    def of(cls, run) -> "TrackedRun":
+        return cls(run.info.run_id, run.info.status, dict(run.data.tags), dict(run.data.metrics),
+                   dict(run.data.params))
 
 
-def runs_by_hash(cl, profile: str, hashes: Iterable[str] | None = None) -> dict[str, list]:
-    """All MLflow runs of a profile, grouped by config hash (newest first)."""
-    exp = experiment_id(cl, profile)
-    out: dict[str, list] = {}
-    token = None
-    while True:
-        page = retry(lambda: cl.search_runs([exp], max_results=1000, page_token=token,
-                                            order_by=["attributes.start_time DESC"]))
-        for run in page:
-            h = run.data.tags.get(TAG_HASH)
-            if h and (hashes is None or h in hashes):
-                out.setdefault(h, []).append(run)
-        token = page.token
-        if not token:
-            return out
+class Tracker:
+    """The suite's one door to MLflow.
+
+    Every call is retried through a busy SQLite file or a restarting server
+    (``retry``), so callers tell their story without wrapping each call. A
+    tracker made for a non-zero DDP rank reads but never writes: only rank 0
+    logs, and the other ranks call the same methods without a branch.
+    """
+
+    def __init__(self, uri: str | None = None, rank: int = 0) -> None:
+        from mlflow.tracking import MlflowClient
+        self.uri = resolve_uri(uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.writes = rank == 0
+        self._experiments: dict[str, str] = {}
+
+    # ---- reading -------------------------------------------------------------------------------------
+    def experiment(self, profile: str) -> str:
+        """The experiment id of a profile's runs (``musu-PROFILE``), made on first use."""
+        if profile in self._experiments:
+            return self._experiments[profile]
+        name = f"musu-{profile}"
+        exp = retry(lambda: self.client.get_experiment_by_name(name))
+        if exp is None:
+            try:
+                exp_id = retry(lambda: self.client.create_experiment(name, artifact_location=artifact_root(self.uri)))
+            except Exception:  # noqa: BLE001 - created concurrently by another job
+                exp_id = retry(lambda: self.client.get_experiment_by_name(name)).experiment_id
+        else:
+            exp_id = exp.experiment_id
+        self._experiments[profile] = exp_id
+        return exp_id
+
+    def runs_by_hash(self, profile: str, hashes: Iterable[str] | None = None) -> dict[str, list[TrackedRun]]:
+        """All runs of a profile, grouped by config hash (newest first): one paged query."""
+        exp = self.experiment(profile)
+        wanted = set(hashes) if hashes is not None else None
+        out: dict[str, list[TrackedRun]] = {}
+        token = None
+        while True:
+            page = retry(lambda: self.client.search_runs([exp], max_results=1000, page_token=token,
+                                                         order_by=["attributes.start_time DESC"]))
+            for run in page:
+                h = run.data.tags.get(TAG_HASH)
+                if h and (wanted is None or h in wanted):
+                    out.setdefault(h, []).append(TrackedRun.of(run))
+            token = page.token
+            if not token:
+                return out
+
+    def runs_of(self, profile: str, config_hash: str) -> list[TrackedRun]:
+        return self.runs_by_hash(profile, {config_hash}).get(config_hash, [])
+
+    def run(self, run_id: str) -> TrackedRun:
+        return TrackedRun.of(retry(lambda: self.client.get_run(run_id)))
+
+    # ---- writing (rank 0 only) -----------------------------------------------------------------------
+    def open_run(self, profile: str, config_hash: str, tags: dict[str, str], run_name: str) -> str | None:
+        """The run of a config: an unsettled one of an earlier attempt (a FINISHED one
+        without its evaluation included), marked RUNNING again, or a new one."""
+        if not self.writes:
+            return None
+        for run in self.runs_of(profile, config_hash):
+            if not run.evaluated:
+                retry(lambda: self.client.update_run(run.run_id, status="RUNNING"))
+                return run.run_id
+        return self._create_once(self.experiment(profile), {**tags, TAG_HASH: config_hash}, run_name)
+
+    def _create_once(self, experiment_id: str, tags: dict[str, str], run_name: str) -> str:
+        """``create_run``, retried through a server's hiccups without a second run: each
+        try first looks for the run an earlier try created (its answer lost on the
+        way back), and a duplicate made by a retry below us (MLflow's own HTTP
+        retries) is deleted, keeping the first."""
+        token = uuid.uuid4().hex
+        query = f"tags.`{TAG_CREATED_BY}` = '{token}'"
+
+        def created() -> list:
+            return self.client.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time ASC"])
+
+        def attempt():
+            return (created() or [None])[0] or self.client.create_run(
+                experiment_id, tags={**tags, TAG_CREATED_BY: token}, run_name=run_name)
+        run = retry(attempt)
+        found = retry(created)
+        for extra in found[1:]:
+            retry(lambda: self.client.delete_run(extra.info.run_id))
+        return (found[0] if found else run).info.run_id
+
+    def tag(self, run_id: str | None, tags: dict[str, Any]) -> None:
+        """Tags in one request (a None value is left out)."""
+        self.log(run_id, tags={k: v for k, v in tags.items() if v is not None})
+
+    def log(self, run_id: str | None, metrics: dict[str, float] | None = None, tags: dict[str, Any] | None = None,
+            step: int = 0) -> None:
+        """Metrics (at ``step``) and tags in one request."""
+        if not self.writes or run_id is None or not (metrics or tags):
+            return
+        from mlflow.entities import Metric, RunTag
+        now = int(time.time() * 1000)
+        batch_m = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items()]
+        batch_t = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        retry(lambda: self.client.log_batch(run_id, metrics=batch_m, tags=batch_t))
+
+    def log_params(self, run_id: str | None, params: dict[str, str]) -> None:
+        """Params not logged yet (a resumed attempt logs only what is new: MLflow refuses a changed param)."""
+        if not self.writes or run_id is None:
+            return
+        from mlflow.entities import Param
+        existing = self.run(run_id).params
+        todo = [Param(k, str(v)) for k, v in params.items() if k not in existing]
+        for i in range(0, len(todo), 100):
+            retry(lambda: self.client.log_batch(run_id, params=todo[i:i + 100]))
+
+    def log_artifact(self, run_id: str | None, path: str | Path) -> None:
+        if self.writes and run_id is not None:
+            retry(lambda: self.client.log_artifact(run_id, str(path)))
+
+    def end(self, run_id: str | None, status: str, tags: dict[str, Any]) -> None:
+        """Tags that say how it ended, then the run's terminal status."""
+        if not self.writes or run_id is None:
+            return
+        self.tag(run_id, tags)
+        retry(lambda: self.client.set_terminated(run_id, status=status))
 
 
-def create_run_once(cl, experiment_id: str, tags: dict[str, str], run_name: str):
-    """``create_run``, retried through a server's hiccups without a second run: each
-    try first looks for the run an earlier try created (its answer lost on the
-    way back), and a duplicate made by a retry below us (MLflow's own HTTP
-    retries) is deleted, keeping the first."""
-    token = uuid.uuid4().hex
-    query = f"tags.`{TAG_CREATED_BY}` = '{token}'"
-
-    def created() -> list:
-        return cl.search_runs([experiment_id], filter_string=query, order_by=["attributes.start_time ASC"])
-
-    def attempt():
-        return (created() or [None])[0] or cl.create_run(experiment_id, tags={**tags, TAG_CREATED_BY: token},
-                                                         run_name=run_name)
-    run = retry(attempt)
-    found = retry(created)
-    for extra in found[1:]:
-        retry(lambda: cl.delete_run(extra.info.run_id))
-    return found[0] if found else run
-
-
-def finished_run(runs: list) -> Any | None:
-    """The run that settles a config: FINISHED *and* evaluated. A FINISHED run without
-    AP (an older version's resume that skipped the evaluation) is not finished."""
-    for run in runs:
-        if run.info.status == "FINISHED" and "AP" in run.data.metrics:
-            return run
-    return None
+def finished_run(runs: list[TrackedRun]) -> TrackedRun | None:
+    """The run that settles a config: the newest one FINISHED and evaluated."""
+    return next((run for run in runs if run.evaluated), None)
 
 
 @dataclass(frozen=True)
@@ -261,17 +359,17 @@ class Tracked:
     finished_id: str | None = None    # its MLflow run id (a newer attempt is a rerun of a stale run)
 
 
-def tracked(runs: list) -> Tracked:
-    """``runs``: one config's MLflow runs, newest first (``runs_by_hash``)."""
+def tracked(runs: list[TrackedRun]) -> Tracked:
+    """``runs``: one config's runs, newest first (``Tracker.runs_by_hash``)."""
     done = finished_run(runs)
     latest = runs[0] if runs else None
-    return Tracked(dict(done.data.metrics) if done is not None else None,
-                   Attempt(latest.info.run_id, latest.info.status, latest.data.tags.get(TAG_PROGRESS, "starting"),
-                           latest.data.tags.get(TAG_STATE, ""), latest.data.tags.get(TAG_ERROR, ""),
-                           _float(latest.data.tags.get(TAG_RATE)), _float(latest.data.tags.get(TAG_LOSS)))
+    return Tracked(dict(done.metrics) if done is not None else None,
+                   Attempt(latest.run_id, latest.status, latest.tags.get(TAG_PROGRESS, "starting"),
+                           latest.tags.get(TAG_STATE, ""), latest.tags.get(TAG_ERROR, ""),
+                           _float(latest.tags.get(TAG_RATE)), _float(latest.tags.get(TAG_LOSS)))
                    if latest is not None else None,
-                   done.data.tags.get(TAG_CODE) if done is not None else None,
-                   done.info.run_id if done is not None else None)
+                   done.tags.get(TAG_CODE) if done is not None else None,
+                   done.run_id if done is not None else None)
 
 
 def _float(text: str | None) -> float | None:

@@ -81,3 +81,18 @@ def slurm_cluster():
                          text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     yield "local-slurm"
+
+
+def raw_runs(cl, profile: str, hashes=None) -> dict[str, list]:
+    """A profile's MLflow runs as MLflow's own entities, by config hash (newest first): the
+    tests read the store directly, not through the suite's tracking adapter they check."""
+    from reproduce.tracking import TAG_HASH
+    exp = cl.get_experiment_by_name(f"musu-{profile}")
+    out: dict[str, list] = {}
+    if exp is None:
+        return out
+    for run in cl.search_runs([exp.experiment_id], max_results=50000, order_by=["attributes.start_time DESC"]):
+        h = run.data.tags.get(TAG_HASH)
+        if h and (hashes is None or h in hashes):
+            out.setdefault(h, []).append(run)
+    return out

@@ -11,6 +11,7 @@ import pytest
 from musu.train import load_config
 from reproduce import preflight
 from reproduce.cli import main
+from conftest import raw_runs
 
 REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
 
@@ -90,7 +91,7 @@ def test_a_job_fails_at_preflight_before_its_first_iteration(tmp_path, ci_sweeps
         assert row["state"] == "failed" and "preflight failed: weights" in row["detail"], row
         assert "/nonexistent/r18.pth" in row["detail"]
     cl = tracking.client(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    for runs in tracking.runs_by_hash(cl, "ci").values():
+    for runs in raw_runs(cl, "ci").values():
         assert not cl.get_metric_history(runs[0].info.run_id, "train/loss"), "no iteration ran"
 
 

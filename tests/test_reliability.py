@@ -13,6 +13,7 @@ import pytest
 
 from reproduce import tracking
 from reproduce.cli import main
+from conftest import raw_runs
 
 
 # ---- a truncated last checkpoint -----------------------------------------------------------------------
@@ -47,9 +48,9 @@ def test_corrupt_last_checkpoint_falls_back(tmp_path):
 # ---- many writers on one SQLite store ---------------------------------------------------------------------
 def _writer(uri: str, index: int, steps: int) -> None:
     from mlflow.entities import Metric, Param
-    from reproduce.tracking import client, experiment_id, retry
+    from reproduce.tracking import Tracker, client, retry
     cl = client(uri)
-    exp = experiment_id(cl, "stress")
+    exp = Tracker(cl.tracking_uri).experiment("stress")
     run = retry(lambda: cl.create_run(exp, tags={tracking.TAG_HASH: f"h{index}"}))
     rid = run.info.run_id
     retry(lambda: cl.log_batch(rid, params=[Param(f"p{k}", str(k * index)) for k in range(50)]))
@@ -61,7 +62,7 @@ def _writer(uri: str, index: int, steps: int) -> None:
 
 def test_eight_parallel_writers_lose_nothing(tmp_path):
     uri = tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}")  # initialises the schema once, as `run` does
-    tracking.experiment_id(tracking.client(uri), "stress")
+    tracking.Tracker(uri).experiment("stress")
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(uri, i, 40)) for i in range(8)]
     for p in procs:
@@ -70,7 +71,7 @@ def test_eight_parallel_writers_lose_nothing(tmp_path):
         p.join(300)
         assert p.exitcode == 0
     cl = tracking.client(uri)
-    runs = tracking.runs_by_hash(cl, "stress")
+    runs = raw_runs(cl, "stress")
     assert sorted(runs) == sorted(f"h{i}" for i in range(8))
     for h, (run,) in runs.items():
         assert run.info.status == "FINISHED" and len(run.data.params) == 50

@@ -118,7 +118,7 @@ def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
     # Three finished runs in the store, as the jobs would leave them.
     uri = tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}")
     cl = tracking.client(uri)
-    exp = tracking.experiment_id(cl, "smoke")
+    exp = tracking.Tracker(cl.tracking_uri).experiment("smoke")
     for run, ap in zip(plan["runs"], (1.0, 2.0, 4.0)):
         r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint()})
         cl.log_metric(r.info.run_id, "AP", ap)
@@ -148,10 +148,10 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
     common = ["--profile", "smoke", "--sweeps", str(sweeps), "--workdir", str(tmp_path)]
     assert main(["plan", "seeded", *common, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    musu = [r for r in plan["runs"] if "seeded/musu" in r["rows"]]
-    other = [r for r in plan["runs"] if "seeded/other" in r["rows"]]
+    musu = [r for r in plan["runs"] if ["seeded", "musu"] in r["rows"]]
+    other = [r for r in plan["runs"] if ["seeded", "other"] in r["rows"]]
     cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
-    exp = tracking.experiment_id(cl, "smoke")
+    exp = tracking.Tracker(cl.tracking_uri).experiment("smoke")
     for run, ap in ((musu[0], 5.0), (musu[1], 7.0), (other[0], 3.0)):  # the third seed never ran
         r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint()})
         cl.log_metric(r.info.run_id, "AP", ap)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from reproduce import tracking
+from conftest import raw_runs
 
 pytestmark = pytest.mark.slow
 REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
@@ -31,7 +32,7 @@ def reproduce(workdir: Path, sweeps: Path, *args, check=True, timeout=1200):
 
 def mlflow_runs(workdir: Path):
     cl = tracking.client(f"sqlite:///{workdir / 'mlruns.db'}")
-    return [r for runs in tracking.runs_by_hash(cl, "ci").values() for r in runs], cl
+    return [r for runs in raw_runs(cl, "ci").values() for r in runs], cl
 
 
 def assert_finished_once(workdir: Path, expected_hashes: set[str]):

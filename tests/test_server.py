@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reproduce import tracking
+from conftest import raw_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
@@ -58,7 +59,7 @@ def test_a_table_on_slurm_logs_to_the_tracking_server(tmp_path, ci_sweeps, slurm
         assert not leaks, f"the password is stored in {leaks}"
         assert not (work / "mlruns.db").exists(), "nothing went to a SQLite file"
         cl = tracking.client(uri)
-        runs = [r for rs in tracking.runs_by_hash(cl, "ci").values() for r in rs]
+        runs = [r for rs in raw_runs(cl, "ci").values() for r in rs]
         assert sorted(r.data.tags[tracking.TAG_ROW] for r in runs) == ["hard", "soft"]
         assert all(r.info.status == "FINISHED" and "AP" in r.data.metrics for r in runs)
         assert all(r.data.tags.get(tracking.TAG_JOB) for r in runs), "logged from SLURM jobs"
@@ -165,7 +166,7 @@ def test_tracking_server_restart_mid_run_loses_nothing(tmp_path):
         deadline = time.time() + 600
         while True:
             assert time.time() < deadline and follow.poll() is None, follow.stderr.read()[-2000:]
-            runs = [r for rs in tracking.runs_by_hash(cl, "ci").values() for r in rs]
+            runs = [r for rs in raw_runs(cl, "ci").values() for r in rs]
             if any(int(r.data.tags.get(tracking.TAG_PROGRESS, "0/1").split("/")[0]) >= 20 for r in runs):
                 break
             time.sleep(1)
@@ -175,7 +176,7 @@ def test_tracking_server_restart_mid_run_loses_nothing(tmp_path):
         server = _mlflow_server(store, artifacts, port, tmp_path / "server.log")
         out, err = follow.communicate(timeout=900)
         assert follow.returncode == 0 and "1/1 finished" in err, err[-3000:]
-        runs = [r for rs in tracking.runs_by_hash(cl, "ci").values() for r in rs]
+        runs = [r for rs in raw_runs(cl, "ci").values() for r in rs]
         assert len(runs) == 1 and runs[0].info.status == "FINISHED" and "AP" in runs[0].data.metrics, runs
         steps = [m.step for m in cl.get_metric_history(runs[0].info.run_id, "train/loss")]
         assert sorted(steps) == list(range(2, 161, 2)), f"lost or doubled metric steps: {sorted(steps)}"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from reproduce import tracking
+from conftest import raw_runs
 
 pytestmark = pytest.mark.slow
 REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
@@ -36,7 +37,7 @@ def run_cli(workdir, sweeps, *args, check=True, timeout=1500):
 
 def the_run(workdir):
     cl = tracking.client(f"sqlite:///{workdir / 'mlruns.db'}")
-    runs = [r for rs in tracking.runs_by_hash(cl, "ci").values() for r in rs]
+    runs = [r for rs in raw_runs(cl, "ci").values() for r in rs]
     return runs, cl
 
 

@@ -7,12 +7,14 @@ failed, or its user cancelled it)."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import time
 
 import pytest
 
 from reproduce.executor import JobState, job_state
+from reproduce.state import JobRecord
 from reproduce.status import ACTIVE, State, classify, last_lines
 from reproduce.tracking import Attempt, Tracked
 
@@ -130,7 +132,7 @@ def test_slurm_view_reads_squeue_first_then_sacct_ends_else_unknown():
     """SlurmView's rules on answers as the commands print them."""
     from reproduce.slurm_view import SlurmView, _expand
     assert _expand("95_[1-3,7%2]") == ["95_1", "95_2", "95_3", "95_7"] and _expand("96") == ["96"]
-    rec = lambda job, age=600: {"job_id": job, "backend": "slurm", "submitted": time.time() - age}  # noqa: E731
+    rec = lambda job, age=600: JobRecord("slurm", job, "", time.time() - age)  # noqa: E731
     view = SlurmView(live={"95_1": "PENDING", "96": "RUNNING"},
                      records={"95_1": ["NODE_FAIL"], "95_0": ["COMPLETED"], "97": ["RUNNING"],
                               "98": ["CANCELLED by 1000"]})
@@ -151,9 +153,9 @@ def test_an_ended_local_job_reads_its_result(tmp_path):
     reported, silent = (subprocess.Popen(["true"]) for _ in range(2))
     reported.wait(), silent.wait()  # both ended and reaped
     (tmp_path / f"{reported.pid}_0_result.pkl").write_bytes(pickle.dumps(("error", "Traceback ...")))
-    st = job_state(dict(backend="local", job_id=str(reported.pid), folder=str(tmp_path)))
+    st = job_state(JobRecord("local", str(reported.pid), str(tmp_path)))
     assert (st.phase, st.state, st.result) == ("ended", "ended", "error")
-    assert job_state(dict(backend="local", job_id=str(silent.pid), folder=str(tmp_path))).result is None
+    assert job_state(JobRecord("local", str(silent.pid), str(tmp_path))).result is None
 
 
 def test_last_lines_without_an_exception_are_the_logs_end():
@@ -189,15 +191,16 @@ def test_a_finished_run_without_ap_is_not_finished(tmp_path):
     """Issue 11, item 1: FINISHED is not enough; the evaluation's AP must be there too."""
     from reproduce import tracking
     cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
-    exp = tracking.experiment_id(cl, "ci")
+    exp = tracking.Tracker(cl.tracking_uri).experiment("ci")
     r = cl.create_run(exp, tags={tracking.TAG_HASH: "abc"})
     cl.log_metric(r.info.run_id, "fps", 3.0)
     cl.set_terminated(r.info.run_id, "FINISHED")
-    runs = tracking.runs_by_hash(cl, "ci", {"abc"})["abc"]
+    tracker = tracking.Tracker(cl.tracking_uri)
+    runs = tracker.runs_of("ci", "abc")
     assert tracking.finished_run(runs) is None
     assert classify(tracking.tracked(runs), None, ME).state == State.INTERRUPTED
     cl.log_metric(r.info.run_id, "AP", 12.5)
-    runs = tracking.runs_by_hash(cl, "ci", {"abc"})["abc"]
+    runs = tracker.runs_of("ci", "abc")
     assert classify(tracking.tracked(runs), None, ME).state == State.FINISHED
 
 
@@ -208,14 +211,14 @@ def test_a_reused_pid_or_another_host_is_not_a_running_local_job():
     import socket
 
     from reproduce.executor import job_state, process_identity
-    mine = {"backend": "local", "job_id": str(os.getpid()), "folder": "/nonexistent",
-            **process_identity(os.getpid())}
+    mine = JobRecord("local", str(os.getpid()), "/nonexistent", **process_identity(os.getpid()))
     assert job_state(mine).phase == "started"
-    reused = {**mine, "started_ticks": str(int(mine["started_ticks"]) + 1)}   # same pid, another process
+    reused = replace(mine, started_ticks=str(int(mine.started_ticks) + 1))   # same pid, another process
     assert job_state(reused).phase == "ended"
-    rebooted = {**mine, "boot_id": "00000000-0000-0000-0000-000000000000"}
+    rebooted = replace(mine, boot_id="00000000-0000-0000-0000-000000000000")
     assert job_state(rebooted).phase == "ended"
-    elsewhere = {**mine, "host": socket.gethostname() + "-other"}
+    elsewhere = replace(mine, host=socket.gethostname() + "-other")
     st = classify(attempt("RUNNING"), job_state(elsewhere), ME)
     assert st.state == State.UNKNOWN and "only that machine can tell" in st.detail
-    assert job_state({"backend": "local", "job_id": str(os.getpid()), "folder": "/x"}).phase == "started"  # old records
+    old = JobRecord.from_json({"backend": "local", "job_id": os.getpid(), "folder": "/x"})  # an older version's record
+    assert job_state(old).phase == "started"

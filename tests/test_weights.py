@@ -16,6 +16,7 @@ import torch
 
 from reproduce import weights
 from reproduce.errors import UserError
+from conftest import raw_runs
 
 REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
 
@@ -98,7 +99,7 @@ def test_jobs_read_the_cache_and_never_download(tmp_path, server, ci_sweeps):
     assert (tmp_path / ".reproduce" / "weights" / "hub" / "checkpoints" / "r18.pth").is_file()
     from reproduce import tracking
     cl = tracking.client(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    for (run,) in tracking.runs_by_hash(cl, "ci").values():
+    for (run,) in raw_runs(cl, "ci").values():
         assert "weights: 1 file(s) cached and loadable" in run.data.tags[tracking.TAG_PREFLIGHT]
     status = json.loads(subprocess.run([*REPRODUCE, "status", "soft_hard", *args, "--json"], cwd=tmp_path,
                                        capture_output=True, text=True, timeout=300).stdout)

@@ -1,0 +1,51 @@
+"""The one message between the stages that submit and the job that trains.
+
+``reproduce run`` builds a ``Payload`` per run, ``executor.submit`` pickles it
+into the job (submitit), and ``job.run_training`` reads it there. Requeues
+resubmit the very same object, so a requeued attempt trains the same run.
+It holds paths and names, never a secret: a tracking URI's credentials travel
+in MLflow's environment variables (``tracking.credentials_to_env``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+RowKey = tuple[str, str]  # (table, row): row names may hold "/" (alpha-1/3), so rows are never joined into one string
+
+
+def row_text(row: RowKey) -> str:
+    """``table1/alpha-1/3``: a row as people read and type it."""
+    return f"{row[0]}/{row[1]}"
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Everything a job needs to train one run, and nothing it would have to look up."""
+
+    config_hash: str
+    config: str                      # a config name (musu.configs.config_path resolves it)
+    options: dict[str, Any]          # dotted-key overrides, the dataset's included
+    profile: str
+    rows: tuple[RowKey, ...]
+    seed: int
+    tracking_uri: str
+    work_dir: str
+    config_dirs: tuple[str, ...] = ()
+    launcher: str = "none"           # "slurm": one process per task, DDP inside the job
+    gpus: int = 0
+    processes: int = 1
+    torch_home: str = ""             # the weights cache `reproduce run` filled; jobs never download
+    signal_delay_s: int = 120        # SLURM's warning before the time limit
+    slot_dir: str = ""               # local jobs: where the machine-wide slot locks live
+    slots: int = 1                   # local jobs: how many train at once
+    local_gpu_ids: tuple[str, ...] = ()
+    rerun: bool = False              # `run --rerun-stale`: train although an older code's run finished
+
+    @property
+    def run_name(self) -> str:
+        return f"{row_text(self.rows[0])}@{self.config_hash}"
+
+    @property
+    def tables(self) -> list[str]:
+        return sorted({t for t, _ in self.rows})

@@ -1,0 +1,118 @@
+"""The submit stage of ``reproduce run``: which runs to submit, their payloads, their records.
+
+``Submission`` holds what one ``reproduce run`` decided for a work dir: the
+profile, the cluster, the tracking store and the per-work-dir lock under
+which deciding, submitting and recording happen together, so two
+invocations sharing rows submit each run once (the second reattaches).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .clusters import Cluster
+from .payload import Payload
+from .plan import Run
+from .profiles import Profile
+from .state import JobRecord, JobStore
+from .status import ACTIVE, RunState, State
+
+
+@dataclass
+class Decision:
+    """What to do with each run: it finished, its job is still on the way, or it needs a job."""
+    finished: list[Run] = field(default_factory=list)
+    attached: list[Run] = field(default_factory=list)
+    todo: list[Run] = field(default_factory=list)
+    stale: list[Run] = field(default_factory=list)  # finished with older code, retrained (in ``todo`` too)
+
+
+def decide(runs: list[Run], states: dict[str, RunState], rerun_stale: bool) -> Decision:
+    out = Decision()
+    for run in runs:
+        st = states[run.config_hash]
+        if st.state == State.FINISHED and st.stale and rerun_stale:
+            out.stale.append(run)
+            out.todo.append(run)
+        elif st.state == State.FINISHED:
+            out.finished.append(run)
+        elif st.state in ACTIVE:
+            out.attached.append(run)
+        else:
+            out.todo.append(run)
+    return out
+
+
+@dataclass
+class Submission:
+    """Submits a profile's runs from one work dir to one cluster, and records their jobs."""
+
+    profile: Profile
+    cluster: Cluster
+    workdir: Path
+    tracking_uri: str
+    data_options: dict          # the dataset's options with the prepared (absolute) root
+    torch_home: Path
+    parallel: int = 1
+    local_gpu_ids: tuple[str, ...] = ()
+    stale: frozenset[str] = frozenset()  # config hashes retrained although an older code's run finished
+
+    @property
+    def store(self) -> JobStore:
+        return JobStore.at(self.workdir)
+
+    @property
+    def submitit_folder(self) -> Path:
+        return self.workdir / ".reproduce" / "submitit"
+
+    def work_dir(self, run: Run) -> Path:
+        """Where a run's checkpoints live: one folder per profile and config hash."""
+        return self.workdir / "work_dirs" / self.profile.name / run.config_hash
+
+    def payload(self, run: Run) -> Payload:
+        prof = self.profile
+        return Payload(config_hash=run.config_hash, config=run.config_name, options={**run.options, **self.data_options},
+                       profile=prof.name, rows=tuple(run.rows), seed=run.seed, tracking_uri=self.tracking_uri,
+                       work_dir=str(self.work_dir(run)), config_dirs=tuple(prof.config_dirs),
+                       launcher="slurm" if prof.processes > 1 else "none", gpus=prof.gpus, processes=prof.processes,
+                       torch_home=str(self.torch_home), signal_delay_s=self.cluster.signal_delay_s,
+                       slot_dir=str(self.workdir / ".reproduce" / "slots"), slots=self.parallel,
+                       local_gpu_ids=self.local_gpu_ids, rerun=run.config_hash in self.stale)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Decide, submit and record under one lock per work dir."""
+        with self.store.submitting():
+            yield
+
+    def set_stale_aside(self, runs: list[Run]) -> None:
+        """A stale run's final checkpoints must not be resumed from: kept aside, not deleted."""
+        for run in runs:
+            wd = self.work_dir(run)
+            if wd.exists():
+                wd.rename(wd.with_name(f"{wd.name}.stale-{int(time.time())}"))
+
+    def submit(self, runs: list[Run], records: dict[str, JobRecord], resubmitted: bool = False
+               ) -> dict[str, JobRecord]:
+        """Submit ``runs`` and record their jobs, each after the run's earlier jobs."""
+        from .executor import submit
+        jobs = submit(self.cluster, self.submitit_folder, [self.payload(r) for r in runs], self.profile.gpus,
+                      self.profile.processes)
+        new = {h: records[h].then(job, resubmitted) if h in records else job for h, job in jobs.items()}
+        self.store.save(self.profile.name, new)
+        return new
+
+    def resubmit(self, runs: list[Run], seen: dict[str, JobRecord]) -> dict[str, JobRecord]:
+        """Submit again the runs whose job the system killed, unless another `reproduce run`
+        resubmitted one meanwhile (its record names a newer job than ``seen``)."""
+        with self.locked():
+            now = self.store.records(self.profile.name)
+            again = [r for r in runs if _job_id(now.get(r.config_hash)) == _job_id(seen.get(r.config_hash))]
+            return self.submit(again, now, resubmitted=True)
+
+
+def _job_id(record: JobRecord | None) -> str | None:
+    return record.job_id if record is not None else None
