@@ -42,7 +42,7 @@ TAG_STATE = "musu.state"
 TAG_DEVICE = "musu.device"
 TAG_PREFLIGHT = "musu.preflight"
 TAG_CODE = "musu.code"  # reproduce.fingerprint.code_fingerprint() of the code that trained the run
-TAG_CREATED_BY = "musu.create_token"  # one per create_run_once call: finds a run a lost answer created
+TAG_CREATED_BY = "musu.create_token"  # one per Tracker._create_once call: finds a run a lost answer created
 
 
 def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
