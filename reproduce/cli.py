@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# verb -> (module, function): each verb is one function of the stage it belongs to
+VERBS = {"plan": ("commands", "cmd_plan"), "run": ("commands", "cmd_run"), "status": ("commands", "cmd_status"),
+         "server": ("server", "cmd_server"), "check": ("check", "cmd_check"), "ui": ("server", "cmd_ui"),
+         "cancel": ("cancel", "cmd_cancel"), "logs": ("logs", "cmd_logs"), "report": ("report", "cmd_report")}
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -119,37 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "plan":
-            from .commands import cmd_plan
-            return cmd_plan(args)
-        if args.command == "run":
-            from .commands import cmd_run
-            return cmd_run(args)
-        if args.command == "status":
-            from .commands import cmd_status
-            return cmd_status(args)
-        if args.command == "server":
-            from .server import cmd_server
-            if args.action == "start" and not args.backend_store_uri:
-                raise UserError("no database for the server's runs",
-                                hint="pass --backend-store-uri or set MUSU_MLFLOW_BACKEND "
-                                     "(cluster/mlflow-db.sh creates a MariaDB one on this machine)")
-            return cmd_server(args)
-        if args.command == "check":
-            from .check import cmd_check
-            return cmd_check(args)
-        if args.command == "ui":
-            from .server import cmd_ui
-            return cmd_ui(args)
-        if args.command == "cancel":
-            from .cancel import cmd_cancel
-            return cmd_cancel(args)
-        if args.command == "logs":
-            from .logs import cmd_logs
-            return cmd_logs(args)
-        if args.command == "report":
-            from .report import cmd_report
-            return cmd_report(args)
+        if args.command == "server" and args.action == "start" and not args.backend_store_uri:
+            raise UserError("no database for the server's runs",
+                            hint="pass --backend-store-uri or set MUSU_MLFLOW_BACKEND "
+                                 "(cluster/mlflow-db.sh creates a MariaDB one on this machine)")
+        import importlib
+        module, function = VERBS[args.command]  # imported on use: `plan` need not pay for submitit or MLflow
+        return getattr(importlib.import_module(f".{module}", __package__), function)(args)
     except UserError as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2
@@ -157,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         print("reproduce: interrupted; submitted jobs keep running, `reproduce run` again reattaches",
               file=sys.stderr)
         return 130
-    return 1
 
 
 if __name__ == "__main__":
