@@ -9,7 +9,6 @@ makes a second copy of the same run wait instead of training twice.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
 import subprocess
@@ -22,32 +21,13 @@ import submitit
 
 from .clusters import Cluster
 from .errors import UserError
+from . import local_slot
 from .job import TrainJob
 from .payload import Payload
+from .run_lock import HELD
 from .state import JobRecord
 from .slurm_view import ENDED, UNKNOWN, VANISHED, WAITING, SlurmView
 
-
-
-@contextlib.contextmanager
-def slot(slot_dir: str, slots: int, poll: float = 1.0) -> Iterator[int]:
-    """Hold one of ``slots`` machine-wide slots (file locks die with their process)."""
-    Path(slot_dir).mkdir(parents=True, exist_ok=True)
-    while True:
-        for i in range(slots):
-            fh = open(Path(slot_dir) / f"slot-{i}.lock", "a+")
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.close()
-                continue
-            try:
-                yield i
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-                fh.close()
-            return
-        time.sleep(poll)
 
 
 def slot_devices(gpu_ids: list[str], gpus: int, slot_index: int) -> str:
@@ -60,25 +40,26 @@ def slot_devices(gpu_ids: list[str], gpus: int, slot_index: int) -> str:
 
 
 class LocalSlotJob(TrainJob):
-    """TrainJob that first waits for a local slot."""
+    """TrainJob on its local slot (``local_slot``: the controller started once the slot was free)."""
 
     def __call__(self, payload: Payload) -> dict:
         if payload.slots > 1:  # share the cores instead of oversubscribing them
             import torch
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // payload.slots))
-        with slot(payload.slot_dir, payload.slots) as i:
-            if payload.gpus:
-                # submitit hides every GPU from a local job (CUDA_VISIBLE_DEVICES=''); the slot
-                # says which of this machine's GPUs are ours, before anything initialises CUDA
-                os.environ["CUDA_VISIBLE_DEVICES"] = slot_devices(list(payload.local_gpu_ids), payload.gpus, i)
-            return super().__call__(payload)
+        if payload.gpus:
+            # submitit hides every GPU from a local job (CUDA_VISIBLE_DEVICES=''); the slot
+            # says which of this machine's GPUs are ours, before anything initialises CUDA
+            slot_index = int(os.environ.get(local_slot.SLOT_ENV, "0"))
+            os.environ["CUDA_VISIBLE_DEVICES"] = slot_devices(list(payload.local_gpu_ids), payload.gpus, slot_index)
+        return super().__call__(payload)
 
     def checkpoint(self, payload: Payload) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(LocalSlotJob(), payload)
 
 
 class DetachedLocalExecutor(submitit.LocalExecutor):
-    """submitit's local executor, its controllers started in a session of their own.
+    """submitit's local executor, its controllers started in a session of their own,
+    each once its job has a slot (``slot_dir``, ``slots``: see ``local_slot``).
 
     Started as submitit starts them, they share ``reproduce``'s process group:
     Ctrl-C in the terminal (SIGINT to the group) or a closed SSH session
@@ -86,8 +67,12 @@ class DetachedLocalExecutor(submitit.LocalExecutor):
     local jobs, like SLURM jobs, are meant to outlive ``reproduce run``.
     """
 
+    def __init__(self, folder, max_num_timeout: int = 3, slot_dir: str | None = None, slots: int = 1) -> None:
+        super().__init__(folder=folder, max_num_timeout=max_num_timeout)
+        self.slot_dir, self.slots = slot_dir, slots
+
     def _submit_command(self, command: str):
-        with _popen_in_new_session():
+        with _popen_in_new_session(self.slot_dir, self.slots):
             return super()._submit_command(command)
 
 
@@ -100,26 +85,33 @@ def _default_sigint() -> None:
 
 
 @contextlib.contextmanager
-def _popen_in_new_session() -> Iterator[None]:
-    """``subprocess.Popen`` as submitit's local module calls it, with ``start_new_session=True``
-    (and SIGINT at its default), for the duration of one submission (the CLI submits from its
-    only thread)."""
+def _popen_in_new_session(slot_dir: str | None, slots: int) -> Iterator[None]:
+    """``subprocess.Popen`` as submitit's local module calls it to start a controller, with
+    ``start_new_session=True`` (and SIGINT at its default), behind the wait for a slot when
+    ``slot_dir`` is given, for the duration of one submission (the CLI submits from its only thread)."""
     from submitit.local import local
     original = local.subprocess.Popen
-    local.subprocess.Popen = functools.partial(original, start_new_session=True, preexec_fn=_default_sigint)
+
+    def popen(cmd, *args, **kwargs):
+        if slot_dir is not None and isinstance(cmd, list):
+            cmd = local_slot.command(slot_dir, slots, cmd)
+        return original(cmd, *args, start_new_session=True, preexec_fn=_default_sigint, **kwargs)
+    local.subprocess.Popen = popen
     try:
         yield
     finally:
         local.subprocess.Popen = original
 
 
-def make_executor(cluster: Cluster, folder: Path, gpus: int, processes: int | None = None):
-    """A submitit executor for one run's resources: ``processes`` tasks (one per GPU by default)."""
+def make_executor(cluster: Cluster, folder: Path, gpus: int, processes: int | None = None,
+                  slot_dir: str | None = None, slots: int = 1):
+    """A submitit executor for one run's resources: ``processes`` tasks (one per GPU by default);
+    local jobs wait for one of ``slots`` slots in ``slot_dir`` before their time limit starts."""
     folder = Path(folder)
     if cluster.is_local:
-        ex = DetachedLocalExecutor(folder=folder / "local", max_num_timeout=cluster.max_requeues)
+        ex = DetachedLocalExecutor(folder / "local", cluster.max_requeues, slot_dir, slots)
         ex.update_parameters(timeout_min=cluster.time_min if cluster.file else 24 * 60, gpus_per_node=0,
-                             tasks_per_node=1)
+                             tasks_per_node=1, signal_delay_s=cluster.signal_delay_s)
         return ex
     ex = submitit.AutoExecutor(folder=folder / "slurm" / "%j", cluster="slurm",
                                slurm_max_num_timeout=cluster.max_requeues)
@@ -150,7 +142,7 @@ def submit(cluster: Cluster, folder: Path, payloads: list[Payload], gpus: int, p
     """One job per payload: a SLURM array (one array task a row, ``processes`` tasks each) or local controllers."""
     if not payloads:
         return {}
-    ex = make_executor(cluster, folder, gpus, processes)
+    ex = make_executor(cluster, folder, gpus, processes, payloads[0].slot_dir or None, payloads[0].slots)
     fn = LocalSlotJob() if cluster.is_local else TrainJob()
     if cluster.is_local:
         with _stdio_detached():
@@ -248,7 +240,9 @@ def pid_alive(pid: int) -> bool:
 
 def job_result_state(record: JobRecord) -> str | None:
     """``success`` or ``error`` from the result submitit writes when the job's
-    own code returns or raises; None when the process was killed first."""
+    own code returns or raises, ``held`` when it found its run held by another
+    live job and left it untrained (``run_lock``); None when the process was
+    killed first."""
     import pickle
     path = submitit.core.utils.JobPaths(record.folder, record.job_id).result_pickle
     try:
@@ -256,7 +250,11 @@ def job_result_state(record: JobRecord) -> str | None:
             outcome = pickle.load(fh)
     except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
         return None
-    return str(outcome[0]) if isinstance(outcome, tuple) and outcome else None
+    if not isinstance(outcome, tuple) or not outcome:
+        return None
+    if outcome[0] == "success" and len(outcome) > 1 and isinstance(outcome[1], dict) and HELD in outcome[1]:
+        return "held"
+    return str(outcome[0])
 
 
 @functools.lru_cache(maxsize=1)
@@ -281,7 +279,8 @@ class JobState:
     phase: str                            # waiting | started | ended | unknown (SLURM did not say; ask again)
     state: str = ""                       # the scheduler's word, lower case: "pending", "cancelled by 1000", "ended"
     earlier_states: tuple[str, ...] = ()  # a requeued job's earlier ends, e.g. ("node_fail",)
-    result: str | None = None             # submitit's "success"/"error"; None when the job could not report
+    result: str | None = None             # submitit's "success"/"error", or "held" (another live job trains
+                                          # the run); None when the job could not report
     log_tail: str = ""
     slurm_uid: str = ""                   # the uid slurmctld runs as (a cancel by it is SLURM's own)
     cancelled: bool = False               # stopped by `reproduce cancel`

@@ -21,6 +21,7 @@ import submitit
 from . import preflight, tracking
 from .metrics import coco_keys
 from .payload import Payload
+from .run_lock import HELD, RunLock
 
 
 def git_commit() -> str:
@@ -148,13 +149,13 @@ def _measure(runner, cfg) -> dict[str, float]:
     return out
 
 
-def _resume_decision(work_dir: Path, rank: int, timeout: float = 600.0) -> bool:
-    """Rank 0 checks (and repairs) the checkpoints; other ranks wait for its verdict."""
-    from musu.train import has_checkpoint
+def _rank0_decides(work_dir: Path, rank: int, what: str, decide, timeout: float = 600.0) -> bool:
+    """Rank 0 decides (``decide()``); the other ranks of the job wait for its verdict on ``what``."""
     attempt = f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
-    verdict = work_dir / f".resume-{attempt}"
+    verdict = work_dir / f".{what}-{attempt}"
     if rank == 0:
-        decision = has_checkpoint(work_dir)
+        decision = bool(decide())
+        work_dir.mkdir(parents=True, exist_ok=True)
         tmp = verdict.with_name(verdict.name + ".tmp")
         tmp.write_text("1" if decision else "0")
         os.replace(tmp, verdict)  # atomic: a waiting rank never reads a half-written verdict
@@ -162,7 +163,7 @@ def _resume_decision(work_dir: Path, rank: int, timeout: float = 600.0) -> bool:
     deadline = time.time() + timeout
     while not verdict.exists():
         if time.time() > deadline:
-            raise TimeoutError(f"rank {rank}: rank 0 did not check the checkpoints of {work_dir}")
+            raise TimeoutError(f"rank {rank}: rank 0 did not decide {what} in {work_dir}")
         time.sleep(0.5)
     return verdict.read_text() == "1"
 
@@ -213,7 +214,9 @@ def run_training(payload: Payload) -> dict:
     """Train one run end to end; returns its final metrics. Safe to call again after a kill.
 
     1. A run of this config already finished (and evaluated) is not trained again.
-    2. Rank 0 opens the run's MLflow run: the unsettled one of an earlier attempt, or a new one.
+    2. Rank 0 claims the run's work dir (``RunLock``): a job that finds it held by a live
+       job returns ``{HELD: holder}`` untrained. It opens the run's MLflow run: the
+       unsettled one of an earlier attempt, or a new one.
     3. The config is loaded and preflighted on this job's device before any iteration.
     4. Training resumes from the work dir's last checkpoint, if any; a resume past the
        last iteration that never evaluated evaluates now.
@@ -236,7 +239,15 @@ def run_training(payload: Payload) -> dict:
         print(f"[reproduce] {payload.config_hash} already finished (MLflow run {done.run_id}); nothing to train",
               flush=True)
         return dict(done.metrics)
-    # 2.
+    # 2. One live job per run: a second job of this config (a resubmission racing a requeue,
+    # a `run` killed between sbatch and its record) leaves the run to the job that holds it.
+    work_dir = Path(payload.work_dir)
+    lock = RunLock(work_dir)
+    if not _rank0_decides(work_dir, rank, "claim", lock.acquire):
+        holder = lock.holder()
+        print(f"[reproduce] {payload.config_hash} is being trained by {holder}; this job exits without training",
+              flush=True)
+        return {HELD: holder}
     run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
     slurm_job = slurm_job_id()
     try:
@@ -247,8 +258,6 @@ def run_training(payload: Payload) -> dict:
         checks = preflight.require(cfg, gpus=payload.gpus)
         tracker.tag(run_id, {tracking.TAG_DEVICE: checks[0].detail,
                              tracking.TAG_PREFLIGHT: "; ".join(c.line() for c in checks)})
-        work_dir = Path(payload.work_dir)
-        work_dir.mkdir(parents=True, exist_ok=True)
         resolved_path = work_dir / "resolved_config.py"
         cfg.dump(str(resolved_path))
         tracker.log_params(run_id, tracking.flatten(cfg.to_dict()))
@@ -257,7 +266,9 @@ def run_training(payload: Payload) -> dict:
         world = setup_distributed(payload, cfg)
         tracker.log_params(run_id, {"effective_batch_size": str(world * int(cfg.train_dataloader.batch_size))})
         # 4.
-        runner, capture = make_runner(cfg, work_dir, resume=_resume_decision(work_dir, rank),
+        from musu.train import has_checkpoint  # rank 0 checks (and repairs) the checkpoints
+        runner, capture = make_runner(cfg, work_dir, resume=_rank0_decides(work_dir, rank, "resume",
+                                                                            lambda: has_checkpoint(work_dir)),
                                       launcher=payload.launcher)
         runner.register_hook(_start_hook_cls()(rank, world))
         from .save_on_signal import SaveOnSignalHook

@@ -111,7 +111,9 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
        local process still waiting for a free slot (its MLflow run not yet running).
        The job, not MLflow, decides: a run left RUNNING by a dead node's process
        must not read as running while SLURM holds the requeued job.
-    4. An ended job is ``cancelled`` when ``reproduce cancel`` stopped it,
+    4. An ended job that found its run held by another live job (``run_lock``) reads as
+       that run: ``running`` while its MLflow run is, else ``killed`` (submitted again).
+       Any other ended job is ``cancelled`` when ``reproduce cancel`` stopped it,
        ``killed`` when the system did, else ``failed``, with the error the run
        recorded or the end of its log.
     """
@@ -154,6 +156,13 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
             return RunState(State.QUEUED, f"local job {job.job_id} waiting for a free slot")
         detail, left = running_detail(progress, f"SLURM job {job.job_id}", rate, loss)
         return RunState(State.RUNNING, detail, seconds_left=left)
+    if job.result == "held":
+        # Another live job holds the run's work dir and trains it; this job left it alone.
+        if latest is not None and latest.status == "RUNNING":
+            detail, left = running_detail(progress, f"another job holds it; job {job.job_id} left it", rate, loss)
+            return RunState(State.RUNNING, detail, seconds_left=left)
+        return RunState(State.KILLED, f"job {job.job_id} found the run held by another job, which has stopped; "
+                        "`reproduce run` submits it again, resuming from its last checkpoint")
     if job.cancelled:
         return RunState(State.CANCELLED, f"job {job.job_id} cancelled by `reproduce cancel`; `reproduce run` "
                         "submits it again, resuming from its last checkpoint")

@@ -274,3 +274,24 @@ def test_run_on_a_terminal_shows_a_live_table(tmp_path):
     assert proc.returncode == 0 and "1/1 finished" in text, text[-3000:]
     assert "\x1b[" in text and "┃" in text and "one/musu" in text, text[-3000:]  # a rich table, redrawn
     assert "finished so far" not in text and "so far" in text
+
+
+def test_a_local_time_limit_counts_training_not_waiting_for_a_slot(tmp_path, ci_sweeps):
+    """Issue 11, item 9: a local job queued behind another run for longer than its time
+    limit, twice over, still trains; the limit starts when its slot is free (it used to
+    time out while waiting, requeue once, time out again and fail without ever training)."""
+    import fcntl
+    import threading
+    cluster = tmp_path / "local-1min.yaml"
+    cluster.write_text("name: local\ntime_min: 1\nmax_requeues: 1\nsignal_delay_s: 10\n")
+    slots = tmp_path / ".reproduce" / "slots"
+    slots.mkdir(parents=True)
+    busy = open(slots / "slot-0.lock", "a+")  # another run holds the machine's only slot for 110 s
+    fcntl.flock(busy, fcntl.LOCK_EX)
+    threading.Timer(110, lambda: (fcntl.flock(busy, fcntl.LOCK_UN), busy.close())).start()
+    start = time.time()
+    with local_jobs_ended(tmp_path):
+        out = reproduce(tmp_path, ci_sweeps, "run", "one", "--cluster", str(cluster), "--poll", "1", check=False)
+    assert out.returncode == 0 and "1/1 finished" in out.stderr, out.stderr[-3000:]
+    assert time.time() - start > 110, "it trained only once the slot was free"
+    assert "waiting for a free slot" in out.stderr, out.stderr[-3000:]

@@ -222,3 +222,11 @@ def test_a_reused_pid_or_another_host_is_not_a_running_local_job():
     assert st.state == State.UNKNOWN and "only that machine can tell" in st.detail
     old = JobRecord.from_json({"backend": "local", "job_id": os.getpid(), "folder": "/x"})  # an older version's record
     assert job_state(old).phase == "started"
+
+
+def test_a_job_that_found_its_run_held_reads_as_that_run():
+    """Issue 11, item 4: a second job of a config leaves the run to the live job that holds it."""
+    st = classify(attempt("RUNNING"), local("ended", state="ended", result="held"), ME)
+    assert st.state == State.RUNNING and "another job holds it" in st.detail
+    st = classify(attempt("KILLED", state_tag="interrupted"), slurm("ended", "completed", result="held"), ME)
+    assert st.state == State.KILLED and "submits it again" in st.detail

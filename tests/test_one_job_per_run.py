@@ -1,0 +1,72 @@
+"""Issue 11, item 4: exactly one job trains a config, whatever the interleaving.
+
+A second job of the same run (``reproduce run`` killed between sbatch and the
+job's record submits it again; a requeue racing a resubmission) finds the run's
+work dir held by the live job and exits without training or touching the run."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reproduce.run_lock import HELD, RunLock
+
+
+def test_the_work_dir_lock_is_held_by_one_live_process_and_dies_with_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reproduce.run_lock import RunLock; "
+                               f"lock = RunLock({str(tmp_path)!r}); assert lock.acquire(); print('held', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        mine = RunLock(tmp_path)
+        assert not mine.acquire()
+        assert f"pid {holder.pid}" in mine.holder() and "a local job" in mine.holder()
+    finally:
+        holder.kill()  # a kill -9: the kernel releases the lock
+        holder.wait()
+    assert mine.acquire(), "a dead holder leaves the run free"
+    mine.release()
+
+
+@pytest.mark.slow
+def test_two_jobs_of_one_run_train_it_once(tmp_path):
+    """Both jobs submitted at once on two local slots: one trains, the other returns untrained."""
+    from conftest import make_sweeps, raw_runs
+
+    from reproduce import datasets, tracking
+    from reproduce.clusters import load_cluster
+    from reproduce.executor import pid_alive
+    from reproduce.plan import dataset_options, plan_tables
+    from reproduce.submission import Submission
+    sweeps = make_sweeps(tmp_path, iters=16, ckpt=8)
+    profile, _, (run,) = plan_tables("ci", "one", sweeps)
+    uri = tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    sub = Submission(profile, load_cluster("local"), tmp_path, uri,
+                     dataset_options(profile, datasets.prepare(profile, tmp_path)), tmp_path / "weights", parallel=2)
+    import submitit
+
+    from reproduce.executor import DetachedLocalExecutor, LocalSlotJob
+    one = sub.payload(run)
+    ex = DetachedLocalExecutor(tmp_path / "jobs", 3, one.slot_dir, one.slots)
+    ex.update_parameters(timeout_min=30, gpus_per_node=0, tasks_per_node=1)
+    jobs = [ex.submit(LocalSlotJob(), one) for _ in range(2)]
+    try:
+        results = [j.result() for j in jobs]
+    finally:
+        for j in jobs:
+            if pid_alive(int(j.job_id)):
+                os.killpg(int(j.job_id), signal.SIGKILL)
+    held = [r for r in results if HELD in r]
+    assert len(held) == 1 and "pid" in held[0][HELD], results
+    (trained,) = [r for r in results if HELD not in r]
+    assert "AP" in trained
+    cl = tracking.client(uri)
+    (runs,) = raw_runs(cl, "ci").values()
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", "one MLflow run"
+    steps = [m.step for m in cl.get_metric_history(runs[0].info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(2, 17, 2)), f"every loss step once: {steps}"
+    assert isinstance(jobs[0], submitit.local.local.LocalJob)
