@@ -22,19 +22,25 @@ from .configs import config_path
 
 
 def load_config(config: str | os.PathLike, options: dict[str, Any] | None = None,
-                config_dirs: tuple[str | Path, ...] = ()) -> Config:
+                config_dirs: tuple[str | Path, ...] = (), data_root: str | os.PathLike | None = None) -> Config:
     """A config by name (``musu_r50_1x_coco``; see ``config_path`` for where names
-    resolve), with dotted-key overrides merged in."""
+    resolve), with dotted-key overrides merged in, pointed at ``data_root`` when given."""
     cfg = Config.fromfile(str(config_path(str(config), tuple(config_dirs))))
     if options:
         cfg.merge_from_dict(dict(options))
+    if data_root is not None:
+        set_data_root(cfg, data_root)
     return cfg
 
 
 def set_data_root(cfg: Config, root: str | os.PathLike, train_ann: str | None = None, val_ann: str | None = None,
                   train_img: str | None = None, val_img: str | None = None) -> Config:
     """Point every dataloader and evaluator at a dataset root (the config's
-    ``data_root`` variable is already substituted once the file is parsed)."""
+    ``data_root`` variable is already substituted once the file is parsed).
+
+    The one place a config learns where its data lies: ``reproduce`` plans a run
+    without it (a dataset's location is no part of a run's identity, its files
+    and generator settings are) and each job calls this with the root it reads."""
     root = str(root).rstrip("/") + "/"
     for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
         ds = cfg[name]["dataset"]

@@ -21,13 +21,14 @@ from . import preflight, tracking
 from .errors import UserError, first_line
 
 
-def _distinct(planner, runs, abs_data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _distinct(planner, runs, data_root: Path) -> dict[str, dict[str, Any]]:
     """One (config, options) per set of needs: 26 paper runs share a handful."""
+    from musu.train import set_data_root
     out: dict[str, dict[str, Any]] = {}
     for run in runs:
-        options = {**run.options, **abs_data}
-        cfg = planner.resolve(run.config_name, options)
-        entry = out.setdefault(json.dumps(preflight.needs(cfg)), dict(config=run.config_name, options=options, runs=[]))
+        cfg = set_data_root(planner.resolve(run.config_name, run.options), data_root)
+        entry = out.setdefault(json.dumps(preflight.needs(cfg)), dict(config=run.config_name, options=run.options,
+                                                                      data_root=str(data_root), runs=[]))
         entry["runs"].append(run.config_hash)
     return out
 
@@ -42,7 +43,8 @@ def check_task(payload: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     device = preflight.job_device()
     for entry in payload["configs"]:
-        cfg = load_config(entry["config"], entry["options"], tuple(payload.get("config_dirs", ())))
+        cfg = load_config(entry["config"], entry["options"], tuple(payload.get("config_dirs", ())),
+                          data_root=entry["data_root"])
         for c in preflight.run_checks(cfg, device=device, gpus=payload["gpus"],
                                       tracking_uri=payload["tracking_uri"]):
             rows.append(dict(task=_task_id(), device=device, config=entry["config"], runs=len(entry["runs"]),
@@ -60,7 +62,7 @@ def cmd_check(args) -> int:
     from .clusters import check_against_slurm, load_cluster
     from .executor import require_local_gpus
     from .cli import plan_args
-    from .plan import Planner, dataset_options
+    from .plan import Planner
 
     profile, tables, runs = plan_args(args)
     cluster = load_cluster(args.cluster)
@@ -70,7 +72,7 @@ def cmd_check(args) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
     data_root = datasets.prepare(profile, workdir)
-    configs = list(_distinct(Planner(profile), runs, dataset_options(profile, data_root)).values())
+    configs = list(_distinct(Planner(profile), runs, data_root).values())
     payload = dict(configs=configs, gpus=profile.gpus, tracking_uri=uri, torch_home=str(cluster.torch_home(workdir)),
                    config_dirs=list(profile.config_dirs))
     console = Console(stderr=True, highlight=False)

@@ -14,7 +14,7 @@ from . import tracking
 from .errors import UserError
 from .payload import row_text
 from .cli import plan_args
-from .plan import Planner, Run, dataset_options
+from .plan import Planner, Run
 from .state import JobStore
 from .status import ACTIVE, State, duration, states_of
 from .weights import prefetch, pretrained
@@ -135,7 +135,7 @@ def cmd_run(args) -> int:
         if old_code:
             console.print(f"[yellow]{old_code} finished run(s) were trained with older code[/]; "
                           "`reproduce run --rerun-stale` retrains them")
-        submission = Submission(profile, cluster, workdir, uri, dataset_options(profile, data_root),
+        submission = Submission(profile, cluster, workdir, uri, data_root,
                                 cluster.torch_home(workdir), args.parallel, tuple(gpu_ids),
                                 frozenset(r.config_hash for r in plan.stale))
         submission.set_stale_aside(plan.stale)

@@ -254,7 +254,7 @@ def run_training(payload: Payload) -> dict:
         tracker.tag(run_id, {tracking.TAG_STATE: "running", tracking.TAG_CODE: code,
                              tracking.TAG_JOB: slurm_job, tracking.TAG_PID: None if slurm_job else str(os.getpid())})
         # 3. A CPU-only mmcv fails here in seconds, not at the first evaluation after 90k iterations.
-        cfg = load_config(payload.config, payload.options, payload.config_dirs)
+        cfg = load_config(payload.config, payload.options, payload.config_dirs, data_root=payload.data_root or None)
         checks = preflight.require(cfg, gpus=payload.gpus)
         tracker.tag(run_id, {tracking.TAG_DEVICE: checks[0].detail,
                              tracking.TAG_PREFLIGHT: "; ".join(c.line() for c in checks)})

@@ -25,12 +25,13 @@ class Payload:
 
     config_hash: str
     config: str                      # a config name (musu.configs.config_path resolves it)
-    options: dict[str, Any]          # dotted-key overrides, the dataset's included
+    options: dict[str, Any]          # dotted-key overrides: exactly the options the run's hash was made from
     profile: str
     rows: tuple[RowKey, ...]
     seed: int
     tracking_uri: str
     work_dir: str
+    data_root: str = ""              # where this job reads the dataset (no part of the run's identity)
     config_dirs: tuple[str, ...] = ()
     launcher: str = "none"           # "slurm": one process per task, DDP inside the job
     gpus: int = 0

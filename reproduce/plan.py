@@ -1,9 +1,12 @@
 """From tables and a profile to runs: resolved configs, hashes, costs.
 
-A run is identified by the hash of its fully resolved config (model, data,
-schedule, seed), so a row shared by several tables (the default MuSu setting
-is in Tables 1-5) is one run, trained once, and a finished run is never
-trained again whatever table asks for it.
+A run is identified by the hash of its fully resolved config (model, data
+files, schedule, seed; ``config_hash``), so a row shared by several tables (the
+default MuSu setting is in Tables 1-5) is one run, trained once, and a finished
+run is never trained again whatever table asks for it. A job trains exactly the
+options that were hashed (``Run.options``); only the dataset's location is
+added there (``musu.train.set_data_root``), and the code that trained it is
+recorded beside it (``reproduce.fingerprint``: stale, not another run).
 """
 from __future__ import annotations
 
@@ -69,18 +72,17 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def dataset_options(profile: Profile, data_root: Path | None = None) -> dict[str, Any]:
-    """Config overrides that point a config at the profile's dataset."""
+def dataset_options(profile: Profile) -> dict[str, Any]:
+    """Config overrides for the profile's dataset: which files each split reads and, for the
+    synthetic set, its generator's settings, all part of a run's identity. Where the
+    dataset lies is not: each job points its config at the root it reads
+    (``musu.train.set_data_root``), so a run is the same run in any work dir."""
     ds = profile.dataset
-    root = str(data_root or ds["root"]).rstrip("/") + "/"
     opts: dict[str, Any] = {}
     for split, loader in (("train", "train_dataloader"), ("val", "val_dataloader"), ("val", "test_dataloader")):
-        opts[f"{loader}.dataset.data_root"] = root
         opts[f"{loader}.dataset.ann_file"] = ds[f"{split}_ann"]
         if ds.get(f"{split}_img"):
             opts[f"{loader}.dataset.data_prefix"] = dict(img=ds[f"{split}_img"])
-    for ev in ("val_evaluator", "test_evaluator"):
-        opts[f"{ev}.ann_file"] = root + ds["val_ann"]
     if ds["type"] == "synthetic":
         # The data a synthetic run trains on is its generator's settings: part of the run's identity.
         from musu.data import SyntheticSpec

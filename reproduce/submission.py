@@ -54,7 +54,7 @@ class Submission:
     cluster: Cluster
     workdir: Path
     tracking_uri: str
-    data_options: dict          # the dataset's options with the prepared (absolute) root
+    data_root: Path             # the prepared dataset, where the jobs read it
     torch_home: Path
     parallel: int = 1
     local_gpu_ids: tuple[str, ...] = ()
@@ -74,9 +74,10 @@ class Submission:
 
     def payload(self, run: Run) -> Payload:
         prof = self.profile
-        return Payload(config_hash=run.config_hash, config=run.config_name, options={**run.options, **self.data_options},
+        return Payload(config_hash=run.config_hash, config=run.config_name, options=run.options,
                        profile=prof.name, rows=tuple(run.rows), seed=run.seed, tracking_uri=self.tracking_uri,
-                       work_dir=str(self.work_dir(run)), config_dirs=tuple(prof.config_dirs),
+                       work_dir=str(self.work_dir(run)), data_root=str(self.data_root),
+                       config_dirs=tuple(prof.config_dirs),
                        launcher="slurm" if prof.processes > 1 else "none", gpus=prof.gpus, processes=prof.processes,
                        torch_home=str(self.torch_home), signal_delay_s=self.cluster.signal_delay_s,
                        slot_dir=str(self.workdir / ".reproduce" / "slots"), slots=self.parallel,

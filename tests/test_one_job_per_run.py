@@ -40,13 +40,13 @@ def test_two_jobs_of_one_run_train_it_once(tmp_path):
     from reproduce import datasets, tracking
     from reproduce.clusters import load_cluster
     from reproduce.executor import pid_alive
-    from reproduce.plan import dataset_options, plan_tables
+    from reproduce.plan import plan_tables
     from reproduce.submission import Submission
     sweeps = make_sweeps(tmp_path, iters=16, ckpt=8)
     profile, _, (run,) = plan_tables("ci", "one", sweeps)
     uri = tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}")
     sub = Submission(profile, load_cluster("local"), tmp_path, uri,
-                     dataset_options(profile, datasets.prepare(profile, tmp_path)), tmp_path / "weights", parallel=2)
+                     datasets.prepare(profile, tmp_path), tmp_path / "weights", parallel=2)
     import submitit
 
     from reproduce.executor import DetachedLocalExecutor, LocalSlotJob

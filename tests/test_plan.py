@@ -65,7 +65,38 @@ def test_paper_plan_counts_and_shared_rows(capsys):
     assert all(r["max_iters"] == 90000 for r in out["runs"] if r not in (r101, dcn))
     assert len({r["config_hash"] for r in out["runs"]}) == 26
     assert out["total_gpu_hours"] > 1000
-    assert all(r["overrides"]["train_dataloader.dataset.data_root"] == "data/coco/" for r in out["runs"])
+    # the dataset's files are in every run's options; where the dataset lies is not (see below)
+    assert all(r["overrides"]["val_dataloader.dataset.ann_file"] == "annotations/instances_val2017.json"
+               and "train_dataloader.dataset.data_root" not in r["overrides"] for r in out["runs"])
+
+
+def test_a_job_trains_the_options_its_hash_was_made_from_in_any_work_dir(tmp_path):
+    """Issue 11, item 3: the plan hashed the dataset with the profile's relative root, `run`
+    merged the absolute root over it, so the options trained were not the options hashed
+    (and a job could not be traced back to its hash). Now a payload's options are the run's,
+    the job adds only where the data lies (musu.train.set_data_root), and the same run
+    planned from two work dirs is one run."""
+    from conftest import make_sweeps
+
+    from reproduce import datasets
+    from reproduce.clusters import load_cluster
+    from reproduce.plan import Planner, config_hash, plan_tables
+    from reproduce.submission import Submission
+    sweeps = make_sweeps(tmp_path)
+    profile, _, (run,) = plan_tables("ci", "one", sweeps)
+    payloads = []
+    for work in (tmp_path / "a", tmp_path / "b"):
+        root = datasets.prepare(profile, work)
+        payloads.append(Submission(profile, load_cluster("local"), work, "sqlite:///x", root, work / "w")
+                        .payload(run))
+    assert payloads[0].options == payloads[1].options == run.options
+    assert payloads[0].data_root != payloads[1].data_root
+    planner = Planner(profile)
+    assert config_hash(planner.resolve(run.config_name, payloads[0].options).to_dict()) == run.config_hash
+    from musu.train import load_config
+    cfg = load_config(run.config_name, payloads[0].options, data_root=payloads[0].data_root)
+    assert cfg.train_dataloader.dataset.data_root == payloads[0].data_root + "/"
+    assert cfg.val_evaluator.ann_file == payloads[0].data_root + "/annotations/val.json"
 
 
 def test_hash_is_stable_and_sensitive(capsys):
