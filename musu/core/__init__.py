@@ -7,7 +7,8 @@ from __future__ import annotations
 
 _WHERE = {"MutualAssignResult": "assign", "mutual_assign": "assign", "rank_within_groups": "assign",
           "iou_pairwise": "boxes", "focal_neg": "losses", "focal_pos": "losses", "giou_loss": "losses",
-          "mutual_focal_loss": "losses", "weighted_giou_loss": "losses", "Switches": "switches"}
+          "mutual_focal_loss": "losses", "weighted_giou_loss": "losses", "Switches": "switches",
+          "HeadConsistency": "consistency", "image_consistency": "consistency"}
 __all__ = list(_WHERE)
 
 

@@ -1,0 +1,56 @@
+"""Which of ``reproduce/``'s modules one CLI command passes through, in order.
+
+    python benchmarks/module_trace.py -- run one --profile ci --sweeps DIR --workdir DIR --no-wait
+
+Every call into a function defined in ``reproduce/`` is recorded with its
+module; consecutive calls in one module are one stop. Prints the stops, how
+many modules they visit, how often the path comes back to a module it had
+left, and how often it enters each module. A measure of how far a reader
+must jump to follow a command, not of speed.
+"""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "reproduce"
+
+
+def trace(argv: list[str]) -> list[str]:
+    stops: list[str] = []
+
+    def profile(frame, event, arg):
+        if event != "call":
+            return
+        path = Path(frame.f_code.co_filename)
+        if path.parent != PACKAGE or frame.f_code.co_name.startswith("<"):
+            return
+        module = path.stem
+        if not stops or stops[-1] != module:
+            stops.append(module)
+
+    from reproduce.cli import main
+    sys.setprofile(profile)
+    try:
+        main(argv)
+    finally:
+        sys.setprofile(None)
+    return stops
+
+
+def main() -> None:
+    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
+    stops = trace(argv)
+    seen, returns = set(), 0
+    for i, module in enumerate(stops):
+        if module in seen and stops[i - 1] != module:
+            returns += 1
+        seen.add(module)
+    print(" -> ".join(stops))
+    print(f"{len(stops)} stops in {len(seen)} modules, {returns} returns to a module already left")
+    print("entered: " + ", ".join(f"{m} {n}" for m, n in Counter(stops).most_common()))
+
+
+if __name__ == "__main__":
+    main()
