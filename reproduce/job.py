@@ -98,6 +98,14 @@ def _mlflow_hook_cls():
     return MLflowProgressHook
 
 
+def consistency_metrics(result) -> dict[str, float]:
+    """``HeadConsistency`` as the metric vocabulary's columns (``rho``, ``top1``, ``iou_ratio``);
+    a measure undefined on this evaluation (no object with two anchors) is left out."""
+    import math
+    values = {"rho": result.spearman, "top1": result.top1, "iou_ratio": result.iou_ratio}
+    return {k: float(v) for k, v in values.items() if not math.isnan(v)}
+
+
 def _run_tags(payload: Payload) -> dict[str, str]:
     """What a new MLflow run of the payload is tagged with: its profile, rows and commit."""
     table, row = payload.rows[0]
@@ -276,6 +284,10 @@ def run_training(payload: Payload) -> dict:
         runner.register_hook(SaveOnSignalHook(grace_s=min(120.0, float(payload.signal_delay_s) / 2)))
         interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
         runner.register_hook(_mlflow_hook_cls()(tracker, run_id, interval))
+        from musu.models.consistency_hook import HeadConsistencyHook
+        consistency = HeadConsistencyHook(lambda result, it: tracker.log(run_id, metrics=consistency_metrics(result),
+                                                                          step=it))
+        runner.register_hook(consistency)
         runner.train()
         if not capture.metrics:
             # Resumed from the checkpoint at max_iters (the previous attempt stopped
@@ -293,6 +305,8 @@ def run_training(payload: Payload) -> dict:
         if "AP" not in metrics:
             raise RuntimeError(f"the evaluation logged no AP (its metrics: {sorted(capture.metrics) or 'none'}); "
                                "the run is not finished")
+        if consistency.result is not None:
+            metrics.update(consistency_metrics(consistency.result))
         metrics.update(_measure(runner, cfg))
         tracker.log(run_id, metrics=metrics)
         (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
