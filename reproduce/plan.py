@@ -210,13 +210,14 @@ def _spell_out_switches(cfg, file: str) -> None:
     if head.get("type") != "MuSuHead":
         return
     from musu.core.switches import Switches
-    given = {k: head[k] for k in ("num_anchors", "beta") if head.get(k) is not None}
+    given = {k: head[k] for k in Switches.head_fields() if head.get(k) is not None}
     try:
         switches = Switches(**dict(head.get("assigner") or {}), **given)
     except (TypeError, ValueError) as exc:
         raise UserError(f"MuSu switches: {first_line(exc)}", file=file, field="cfg_options") from None
     head["assigner"] = switches.assigner()
-    head["num_anchors"], head["beta"] = switches.num_anchors, switches.beta
+    for name in Switches.head_fields():
+        head[name] = getattr(switches, name)
 
 
 def _mmdet_version() -> str:

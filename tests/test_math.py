@@ -228,3 +228,28 @@ def test_scales_to_paper_size():
     gts = torch.cat([ctr - 60, ctr + 60], 1)
     r = mutual_assign(torch.rand(n, 80, generator=g), boxes, points, gts, torch.randint(0, 80, (ng,), generator=g))
     assert int(r.bag_sizes.sum()) == int((r.gt_inds >= 0).sum()) > 0
+
+
+def test_reading_bag_membership_among_containing_boxes_or_all_objects():
+    """docs/readings.md, reading 1 (Procedure 1, line 4: 'maximum IoU with j across G')."""
+    gts = torch.tensor([[0.0, 0.0, 10.0, 10.0], [6.0, 0.0, 30.0, 10.0]])
+    labels = torch.tensor([0, 0])
+    points = torch.tensor([[3.0, 5.0]])                # inside object 0's box only
+    boxes = torch.tensor([[6.0, 0.0, 28.0, 10.0]])     # yet its box is almost object 1's
+    probs = torch.tensor([[0.9]])
+    containing = mutual_assign(probs, boxes, points, gts, labels)
+    assert containing.gt_inds.tolist() == [0]          # the best of the boxes containing its point
+    across_all = mutual_assign(probs, boxes, points, gts, labels, bag_iou_over="all")
+    assert across_all.gt_inds.tolist() == [-1]         # its best object (1) does not contain its point
+    # where the two readings agree, they assign alike
+    same = mutual_assign(PROBS, BOXES, POINTS, GT, LABELS, bag_iou_over="all")
+    assert torch.equal(same.gt_inds, _assign().gt_inds) and torch.allclose(same.cls_weights, _assign().cls_weights)
+
+
+def test_reading_same_weights_for_each_head_is_tau_ratio_one():
+    """docs/readings.md, reading 3: Table 1's v = p rows 'assign the same weights for each
+    head' only with tau_ratio 1; the default 2:1 gives the regression head sharper weights."""
+    r1 = _assign(criteria="cls", tau_ratio=1.0)
+    assert torch.equal(r1.cls_weights, r1.reg_weights)
+    r2 = _assign(criteria="cls")
+    assert not torch.equal(r2.cls_weights, r2.reg_weights) and torch.equal(r2.cls_ranks, r2.reg_ranks)

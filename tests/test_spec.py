@@ -144,3 +144,14 @@ def test_fuzz_raw_yaml_text(tmp_path_factory, text):
         load_table_file(path)
     except UserError as exc:
         assert "\n" not in str(exc)
+
+
+def test_the_readings_documents_spec_plans():
+    """docs/readings.md's spec for reading 3 is a valid spec whose rows set the other reading."""
+    import re
+
+    import yaml
+    text = (SWEEPS_DIR.parent / "docs" / "readings.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    table = parse_table(yaml.safe_load(block), "docs/readings.md")
+    assert [r.switches for r in table.rows] == [dict(criteria="cls", tau_ratio=1.0), dict(criteria="reg", tau_ratio=1.0)]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .boxes import iou_aligned
+from .boxes import iou_aligned, iou_pairwise
 from .switches import Switches
 
 DEFAULTS = Switches()
@@ -97,13 +97,24 @@ def mutual_assign(
     # IoU only for (anchor, object) pairs whose box contains the point: a few
     # per anchor, instead of the full [N, G] matrix.
     pair_i, pair_j = inside.nonzero(as_tuple=True)
-    pair_iou = iou_aligned(pred_boxes[pair_i], gt_boxes[pair_j])
-    # A_j: the object of highest IoU among the boxes containing the point;
-    # ties go to the lowest object index.
-    best_iou = torch.full((n,), -1.0, dtype=dtype, device=device).scatter_reduce(0, pair_i, pair_iou, reduce="amax")
-    is_best = pair_iou == best_iou[pair_i]
-    best_gt = torch.full((n,), g, dtype=torch.long, device=device).scatter_reduce(
-        0, pair_i[is_best], pair_j[is_best], reduce="amin")
+    if sw.bag_iou_over == "containing":
+        pair_iou = iou_aligned(pred_boxes[pair_i], gt_boxes[pair_j])
+        # A_j: the object of highest IoU among the boxes containing the point;
+        # ties go to the lowest object index.
+        best_iou = torch.full((n,), -1.0, dtype=dtype, device=device).scatter_reduce(0, pair_i, pair_iou,
+                                                                                      reduce="amax")
+        is_best = pair_iou == best_iou[pair_i]
+        best_gt = torch.full((n,), g, dtype=torch.long, device=device).scatter_reduce(
+            0, pair_i[is_best], pair_j[is_best], reduce="amin")
+    else:
+        # A_j read "across G" as all objects: the anchor's highest IoU over every object
+        # (ties: the lowest index) must be j's, and its point must lie in j's box.
+        anchors = pair_i.unique()
+        top_iou, top_gt = iou_pairwise(pred_boxes[anchors], gt_boxes).max(1)
+        ok = inside[anchors, top_gt]
+        best_iou = torch.full((n,), -1.0, dtype=dtype, device=device)
+        best_gt = torch.full((n,), g, dtype=torch.long, device=device)
+        best_iou[anchors[ok]], best_gt[anchors[ok]] = top_iou[ok], top_gt[ok]
     in_some_box = best_gt < g
     cand = in_some_box.nonzero(as_tuple=True)[0]
     j = best_gt[cand]

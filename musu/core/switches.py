@@ -14,6 +14,8 @@ from fractions import Fraction
 from typing import Any, ClassVar
 
 CRITERIA = ("mutual", "cls", "reg")
+BAG_IOU_OVER = ("containing", "all")   # docs/readings.md, reading 1
+NORMALIZERS = ("batch", "image")       # docs/readings.md, reading 2
 
 
 def _number(value: Any) -> float:
@@ -52,10 +54,12 @@ def _positive_or_none(v):
     return None if v is None else _positive(v)
 
 
-def _criteria(v):
-    if v not in CRITERIA:
-        raise ValueError(f"must be one of {', '.join(CRITERIA)}, got {v!r}")
-    return v
+def _one_of(choices: tuple[str, ...]):
+    def check(v):
+        if v not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {v!r}")
+        return v
+    return check
 
 
 def _bool(v):
@@ -81,15 +85,23 @@ class Switches:
     tau_cls: float | None = None  # Eq. 4: temperature of the classification weights (None: sqrt |C_j|)
     tau_ratio: float = 2.0        # tau_reg = tau_cls / tau_ratio
     hard: bool = False            # Table 5: hard 0/1 weights instead of soft ones
+    # Procedure 1, line 4: an anchor joins j's bag when j has its highest IoU among the
+    # objects whose boxes contain its point ("containing"), or among all objects ("all")
+    bag_iou_over: str = "containing"
     num_anchors: int = 1          # #A anchors per location (Table 7)
     beta: float = 4.0             # Eq. 7: exponent of the negative penalty
+    # Eq. 5's sum, normalised by the batch's total weight (mmdet's convention, "batch")
+    # or per image ("the total loss in an image", then averaged over images: "image")
+    normalizer: str = "batch"
 
     CHECKS: ClassVar[dict] = {
-        "alpha": _in(0.0, 1.0), "criteria": _criteria, "b": _in(0.0, 1.0, lo_open=True, hi_open=True),
+        "alpha": _in(0.0, 1.0), "criteria": _one_of(CRITERIA), "b": _in(0.0, 1.0, lo_open=True, hi_open=True),
         "theta": _positive, "tau_cls": _positive_or_none, "tau_ratio": _positive, "hard": _bool,
-        "num_anchors": _anchors, "beta": _in(0.0, 1e3),
+        "bag_iou_over": _one_of(BAG_IOU_OVER), "num_anchors": _anchors, "beta": _in(0.0, 1e3),
+        "normalizer": _one_of(NORMALIZERS),
     }
-    ASSIGNER: ClassVar[tuple[str, ...]] = ("alpha", "criteria", "b", "theta", "tau_cls", "tau_ratio", "hard")
+    ASSIGNER: ClassVar[tuple[str, ...]] = ("alpha", "criteria", "b", "theta", "tau_cls", "tau_ratio", "hard",
+                                           "bag_iou_over")
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -108,6 +120,11 @@ class Switches:
         if name not in cls.CHECKS:
             raise ValueError(f"unknown switch {name!r}; known: {', '.join(cls.names())}")
         return cls.CHECKS[name](value)
+
+    @classmethod
+    def head_fields(cls) -> tuple[str, ...]:
+        """The switches that are arguments of the head itself, not of its assigner."""
+        return tuple(name for name in cls.names() if name not in cls.ASSIGNER)
 
     @classmethod
     def config_path(cls, name: str) -> str:

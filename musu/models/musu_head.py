@@ -49,22 +49,24 @@ def initial_anchor_biases(num_anchors: int, seed: int) -> Tensor:
 class MuSuHead(FCOSHead):
     """FCOS-style dense head with implicit objectness and mutual supervision.
 
-    Args beyond FCOSHead's: ``num_anchors`` (#A), ``assigner`` (alpha, b,
-    theta, criteria, tau_cls, tau_ratio, hard) and ``beta`` (Eq. 7's penalty
-    exponent), whose defaults and checks are ``musu.core.switches.Switches``;
+    Args beyond FCOSHead's: ``assigner`` (``Switches.ASSIGNER``: alpha, b,
+    theta, criteria, tau_cls, tau_ratio, hard, bag_iou_over) and the head's
+    own switches (``Switches.head_fields()``: ``num_anchors`` (#A), ``beta``,
+    Eq. 7's penalty exponent, and ``normalizer``), whose defaults and checks
+    are ``musu.core.switches.Switches``;
     ``anchor_seed``. Eq. 7's focal alpha/gamma and both loss weights are read
     from ``loss_cls`` and ``loss_bbox``.
     """
 
-    def __init__(self, num_classes: int, in_channels: int, *, num_anchors: Optional[int] = None,
-                 assigner: Optional[dict] = None, beta: Optional[float] = None, anchor_seed: int = 0,
-                 centerness_on_reg: bool = True, loss_cls: Optional[dict] = None, loss_bbox: Optional[dict] = None,
-                 **kwargs) -> None:
+    def __init__(self, num_classes: int, in_channels: int, *, assigner: Optional[dict] = None,
+                 anchor_seed: int = 0, centerness_on_reg: bool = True, loss_cls: Optional[dict] = None,
+                 loss_bbox: Optional[dict] = None, **kwargs) -> None:
         unknown = set(assigner or {}) - set(Switches.ASSIGNER)
         if unknown:
             raise ValueError(f"unknown MuSu assigner fields {sorted(unknown)}; known: {sorted(Switches.ASSIGNER)}")
-        head = {k: v for k, v in dict(num_anchors=num_anchors, beta=beta).items() if v is not None}
-        self.switches = Switches(**dict(assigner or {}), **head)  # defaults and checks: musu.core.switches
+        # the head's own switches (#A, beta, the normaliser): given, or their defaults
+        head = {k: kwargs.pop(k) for k in Switches.head_fields() if k in kwargs}
+        self.switches = Switches(**dict(assigner or {}), **{k: v for k, v in head.items() if v is not None})
         self.num_anchors, self.beta = self.switches.num_anchors, self.switches.beta
         # Eq. 7 is a focal loss and the regression loss a GIoU: their settings
         # are read from loss_cls / loss_bbox, so editing them there takes effect.
@@ -135,24 +137,27 @@ class MuSuHead(FCOSHead):
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         points = torch.cat(self._points(featmap_sizes, bbox_preds[0].dtype, bbox_preds[0].device))
         cls, dist, obj = self._flatten(cls_scores, bbox_preds, centernesses)
-        cls_sum = cls.new_zeros(())
-        reg_sum = cls.new_zeros(())
-        w_cls_total, w_reg_total, bag_total = cls.new_zeros(()), cls.new_zeros(()), 0
+        cls_terms, reg_terms, w_cls, w_reg, bag_total = [], [], [], [], 0
         for i, gt in enumerate(batch_gt_instances):
             probs = self.final_probs(cls[i], obj[i])
             boxes = self._decode(points, dist[i])
             res = mutual_assign(probs, boxes, points, gt.bboxes, gt.labels, self.switches)
-            cls_sum = cls_sum + mutual_focal_loss(probs, res.gt_inds, res.cls_weights, gt.labels,
-                                                  alpha=self.focal_alpha, gamma=self.focal_gamma,
-                                                  beta=self.beta).sum()
-            reg_sum = reg_sum + weighted_giou_loss(boxes, res.gt_inds, res.reg_weights, gt.bboxes)
-            w_cls_total = w_cls_total + res.cls_weights.sum()
-            w_reg_total = w_reg_total + res.reg_weights.sum()
+            cls_terms.append(mutual_focal_loss(probs, res.gt_inds, res.cls_weights, gt.labels,
+                                               alpha=self.focal_alpha, gamma=self.focal_gamma, beta=self.beta).sum())
+            reg_terms.append(weighted_giou_loss(boxes, res.gt_inds, res.reg_weights, gt.bboxes))
+            w_cls.append(res.cls_weights.sum())
+            w_reg.append(res.reg_weights.sum())
             bag_total += int(res.bag_sizes.sum())
-        n_cls = reduce_mean(w_cls_total).clamp(min=1.0)
-        n_reg = reduce_mean(w_reg_total).clamp(min=1.0)
-        return dict(loss_cls=self.loss_cls_weight * cls_sum / n_cls,
-                    loss_bbox=self.loss_bbox_weight * reg_sum / n_reg,
+        if self.switches.normalizer == "image":
+            # each image's loss over its own total weight (Eq. 5 read per image), averaged over images
+            loss_cls = torch.stack([c / w.clamp(min=1.0) for c, w in zip(cls_terms, w_cls)]).mean()
+            loss_bbox = torch.stack([r / w.clamp(min=1.0) for r, w in zip(reg_terms, w_reg)]).mean()
+        else:
+            # the batch's summed loss over the batch's total weight, averaged over GPUs (mmdet's convention)
+            loss_cls = torch.stack(cls_terms).sum() / reduce_mean(torch.stack(w_cls).sum()).clamp(min=1.0)
+            loss_bbox = torch.stack(reg_terms).sum() / reduce_mean(torch.stack(w_reg).sum()).clamp(min=1.0)
+        return dict(loss_cls=self.loss_cls_weight * loss_cls,
+                    loss_bbox=self.loss_bbox_weight * loss_bbox,
                     # logged, not optimised: mmengine sums only keys containing 'loss'
                     bag_size=cls.new_tensor(bag_total / max(len(batch_gt_instances), 1)))
 
