@@ -54,9 +54,11 @@ def set_data_root(cfg: Config, root: str | os.PathLike, train_ann: str | None = 
             ds["ann_file"] = ann
         if img:
             ds["data_prefix"] = dict(img=img)
-    val_ann_file = cfg.val_dataloader.dataset.ann_file
-    for name in ("val_evaluator", "test_evaluator"):
-        cfg[name]["ann_file"] = os.path.join(root, val_ann_file)
+    for evaluator, loader in (("val_evaluator", "val_dataloader"), ("test_evaluator", "test_dataloader")):
+        ds = cfg[loader]["dataset"]
+        while "dataset" in ds:
+            ds = ds["dataset"]
+        cfg[evaluator]["ann_file"] = os.path.join(root, ds["ann_file"])
     return cfg
 
 

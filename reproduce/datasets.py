@@ -20,7 +20,7 @@ def prepare(profile: Profile, base: Path) -> Path:
         except TypeError as exc:
             raise UserError(str(exc), file=profile.file, field="dataset.generate") from None
         marker = root / "spec.json"
-        if marker.is_file() and json.loads(marker.read_text()) != spec.__dict__:
+        if marker.is_file() and json.loads(marker.read_text()) != spec.settings():
             # Jobs queued earlier may read this folder: never rewrite it under them.
             raise UserError(f"{root} holds a synthetic set made with other generate: settings "
                             f"({marker.read_text().strip()})", file=profile.file, field="dataset.root",
@@ -29,8 +29,10 @@ def prepare(profile: Profile, base: Path) -> Path:
     if not root.is_dir():
         raise UserError(f"dataset root {root} does not exist", file=profile.file, field="dataset.root",
                         hint="download COCO there (train2017/, val2017/, annotations/) or edit the profile's root")
-    for split in ("train", "val"):
-        _check_annotations(root / ds[f"{split}_ann"], profile, split)
+    for split in ("train", "val", "test"):
+        if split == "test" and not ds.get("test_info"):
+            continue
+        _check_annotations(root / ds["test_info" if split == "test" else f"{split}_ann"], profile, split)
         img = ds.get(f"{split}_img")
         if img and not (root / img).is_dir():
             raise UserError(f"image folder {root / img} does not exist", file=profile.file, field=f"dataset.{split}_img",
@@ -39,7 +41,9 @@ def prepare(profile: Profile, base: Path) -> Path:
 
 
 def _check_annotations(path: Path, profile: Profile, split: str) -> None:
-    field = f"dataset.{split}_ann"
+    """A COCO annotation file; for the test split an image-info file (images, no annotations)."""
+    field = "dataset.test_info" if split == "test" else f"dataset.{split}_ann"
+    needed = ("images", "categories") if split == "test" else ("images", "annotations", "categories")
     if not path.is_file():
         raise UserError(f"annotation file {path} does not exist", file=profile.file, field=field,
                         hint="download the COCO annotations or fix the profile's path")
@@ -49,9 +53,11 @@ def _check_annotations(path: Path, profile: Profile, split: str) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not JSON ({exc.__class__.__name__})", file=profile.file, field=field,
                         hint="point the profile at a COCO instances_*.json file") from None
-    if not isinstance(data, dict) or not all(k in data for k in ("images", "annotations", "categories")):
-        raise UserError(f"{path} is not a COCO annotation file (needs images, annotations, categories)",
-                        file=profile.file, field=field, hint="point the profile at a COCO instances_*.json file")
-    if not data["images"] or not data["annotations"]:
+    if not isinstance(data, dict) or not all(k in data for k in needed):
+        raise UserError(f"{path} is not a COCO {'image-info' if split == 'test' else 'annotation'} file (needs "
+                        f"{', '.join(needed)})", file=profile.file, field=field,
+                        hint="point the profile at a COCO image_info_*.json file" if split == "test" else
+                        "point the profile at a COCO instances_*.json file")
+    if not data["images"] or (split != "test" and not data["annotations"]):
         raise UserError(f"{path} holds no {'images' if not data['images'] else 'annotations'}", file=profile.file,
                         field=field, hint="an empty dataset cannot be trained or evaluated")

@@ -228,7 +228,9 @@ def run_training(payload: Payload) -> dict:
     3. The config is loaded and preflighted on this job's device before any iteration.
     4. Training resumes from the work dir's last checkpoint, if any; a resume past the
        last iteration that never evaluated evaluates now.
-    5. Rank 0 logs the COCO metrics and Table 7's measurements, then ends the run FINISHED.
+    5. Rank 0 logs the COCO metrics, the heads' consistency and Table 7's measurements (and,
+       for a profile with an unlabeled test split, its detections file for COCO's server),
+       then ends the run FINISHED.
     Any failure ends the run FAILED (KILLED for an interruption) with its error.
     """
     from musu.train import CheckpointIOError, load_config, make_runner
@@ -271,6 +273,11 @@ def run_training(payload: Payload) -> dict:
         tracker.log_params(run_id, tracking.flatten(cfg.to_dict()))
         tracker.log_artifact(run_id, resolved_path)
         cfg.val_evaluator["outfile_prefix"] = str(work_dir / "coco_eval")
+        # An unlabeled test split (COCO test-dev): its detections, in the COCO evaluation server's
+        # format and file name, are written after the validation (mmdet's CocoMetric, format_only).
+        testdev = cfg.test_evaluator.get("format_only", False)
+        if testdev:
+            cfg.test_evaluator["outfile_prefix"] = str(work_dir / "test-dev")
         world = setup_distributed(payload, cfg)
         tracker.log_params(run_id, {"effective_batch_size": str(world * int(cfg.train_dataloader.batch_size))})
         # 4.
@@ -297,6 +304,8 @@ def run_training(payload: Payload) -> dict:
             print(f"[reproduce] rank {rank}: resumed past the last iteration without an evaluation; evaluating",
                   flush=True)
             runner.val_loop.run()
+        if testdev:
+            runner.test()  # every rank: the test loop gathers the detections across them
         if rank != 0:
             return {}
         # 5. COCO reports -1 for an area range without objects: no number, not -100.
@@ -309,6 +318,11 @@ def run_training(payload: Payload) -> dict:
             metrics.update(consistency_metrics(consistency.result))
         metrics.update(_measure(runner, cfg))
         tracker.log(run_id, metrics=metrics)
+        if testdev:
+            submit = work_dir / f"detections_test-dev2017_{payload.config_hash}_results.json"
+            os.replace(work_dir / "test-dev.bbox.json", submit)
+            tracker.log_artifact(run_id, submit)
+            tracker.tag(run_id, {tracking.TAG_TESTDEV: str(submit)})
         (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         for path in [work_dir / "metrics.json", *work_dir.glob("coco_eval*.json")]:
             tracker.log_artifact(run_id, path)

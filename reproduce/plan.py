@@ -79,15 +79,19 @@ def dataset_options(profile: Profile) -> dict[str, Any]:
     (``musu.train.set_data_root``), so a run is the same run in any work dir."""
     ds = profile.dataset
     opts: dict[str, Any] = {}
-    for split, loader in (("train", "train_dataloader"), ("val", "val_dataloader"), ("val", "test_dataloader")):
-        opts[f"{loader}.dataset.ann_file"] = ds[f"{split}_ann"]
+    test = "test" if ds.get("test_info") else "val"
+    for split, loader in (("train", "train_dataloader"), ("val", "val_dataloader"), (test, "test_dataloader")):
+        opts[f"{loader}.dataset.ann_file"] = ds["test_info"] if split == "test" else ds[f"{split}_ann"]
         if ds.get(f"{split}_img"):
             opts[f"{loader}.dataset.data_prefix"] = dict(img=ds[f"{split}_img"])
+    if test == "test":  # labels unknown: the test split's detections are written, not scored (COCO's server scores them)
+        opts["test_dataloader.dataset.test_mode"] = True
+        opts["test_evaluator.format_only"] = True
     if ds["type"] == "synthetic":
         # The data a synthetic run trains on is its generator's settings: part of the run's identity.
         from musu.data import SyntheticSpec
         try:
-            opts["synthetic_dataset"] = dict(sorted(SyntheticSpec(**(ds.get("generate") or {})).__dict__.items()))
+            opts["synthetic_dataset"] = SyntheticSpec(**(ds.get("generate") or {})).settings()
         except TypeError as exc:
             raise UserError(str(exc), file=profile.file, field="dataset.generate") from None
     if profile.gpus:

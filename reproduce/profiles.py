@@ -18,7 +18,9 @@ from .spec import SWEEPS_DIR
 PROFILE_KEYS = {"name", "description", "dataset", "gpus", "processes", "images_per_gpu", "configs", "cfg_options",
                 "cost",
                 "patches"}
-DATASET_KEYS = {"type", "root", "train_ann", "val_ann", "train_img", "val_img", "generate"}
+# test_info/test_img: an unlabeled split (COCO test-dev's image-info file): jobs write its
+# detections in the COCO evaluation server's format beside the validation numbers
+DATASET_KEYS = {"type", "root", "train_ann", "val_ann", "train_img", "val_img", "generate", "test_info", "test_img"}
 
 
 @dataclass

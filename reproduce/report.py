@@ -71,6 +71,7 @@ class ReportRow:
     cells: list[Cell] = field(default_factory=list)
     switches: dict[str, Any] = field(default_factory=dict)
     stale: bool = False  # a number from code other than today's (reproduce.fingerprint)
+    submit: list[str] = field(default_factory=list)  # its runs' detections on an unlabeled test split (COCO's server)
 
 
 @dataclass
@@ -86,6 +87,11 @@ class ReportTable:
         path = Path(self.table.file)
         suite = SWEEPS_DIR.resolve()
         return f"sweeps/{path.name}" if path.resolve().parent == suite else str(path)
+
+    @property
+    def submissions(self) -> list[tuple[str, str]]:
+        """(row label, detections file) of every finished run with test-split detections."""
+        return [(row.label, path) for row in self.rows for path in row.submit]
 
     @property
     def sections(self) -> list[tuple[str | None, list[ReportRow]]]:
@@ -105,6 +111,7 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
     by_row = {(t, r): run for run in runs for t, r in run.rows}
     mlruns = tracker.runs_by_hash(profile.name, {r.config_hash for r in runs}) if tracker is not None else {}
     finished = finished_metrics(mlruns)
+    testdev = {h: tracking.tracked(rs).testdev for h, rs in mlruns.items()}
     states = states_of(mlruns, records, {r.config_hash for r in runs}) if not paper_only else {}
     out = []
     for table in tables:
@@ -134,7 +141,8 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
                         cell.seeds = (len(values), len(seeds))
             status = State.FINISHED if len(agg) == len(seeds) else st.state
             rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(agg), cells,
-                                  row.switches, stale=any(states[h].stale for h in seeds if h in states)))
+                                  row.switches, stale=any(states[h].stale for h in seeds if h in states),
+                                  submit=[testdev[h] for h in seeds if testdev.get(h)]))
         _mark_best(rows, paper_only, table)
         out.append(ReportTable(table, profile.name, rows, paper_only))
     return out
@@ -239,7 +247,7 @@ def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, 
         return json.dumps([dict(table=t.table.name, profile=t.profile, paper_only=t.paper_only,
                                 columns=t.table.columns,
                                 rows=[dict(name=r.name, label=r.label, section=r.section, status=r.status,
-                                           detail=r.detail, runs=r.runs, stale=r.stale,
+                                           detail=r.detail, runs=r.runs, stale=r.stale, submit=r.submit,
                                            cells={c.metric: c.as_json() for c in r.cells}) for r in t.rows])
                            for t in tables], indent=1)
     template = {"md": "table.md.j2", "tex": "document.tex.j2", "html": "page.html.j2"}[fmt_name]

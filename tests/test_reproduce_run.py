@@ -298,3 +298,30 @@ def test_a_local_time_limit_counts_training_not_waiting_for_a_slot(tmp_path, ci_
     assert out.returncode == 0 and "1/1 finished" in out.stderr, out.stderr[-3000:]
     assert time.time() - start > 110, "it trained only once the slot was free"
     assert "waiting for a free slot" in out.stderr, out.stderr[-3000:]
+
+
+def test_an_unlabeled_test_split_gets_its_detections_file_for_the_coco_server(tmp_path):
+    """Issue 13, item 4: a profile naming a test-dev image-info file (here a synthetic unlabeled
+    split) makes each job write that split's detections in the COCO evaluation server's format;
+    the report shows the validation numbers it has and names the file to submit."""
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path / "spec")
+    profile = sweeps / "profiles" / "ci.yaml"
+    text = profile.read_text().replace("seed: 0}", "seed: 0, num_test: 3}")
+    profile.write_text(text.replace("  val_img: val/\n", "  val_img: val/\n  test_info: annotations/test.json\n"
+                                                         "  test_img: test/\n"))
+    with local_jobs_ended(tmp_path):
+        reproduce(tmp_path, sweeps, "run", "one", "--poll", "1")
+    info = json.loads((tmp_path / "data" / "synthetic-ci" / "annotations" / "test.json").read_text())
+    assert "annotations" not in info and len(info["images"]) == 3, "an image-info file, as COCO's test-dev"
+    (row,) = json.loads(reproduce(tmp_path, sweeps, "report", "one", "--format", "json").stdout)[0]["rows"]
+    assert row["status"] == "finished" and row["cells"]["AP"]["reproduced"] is not None, "the validation numbers"
+    (path,) = row["submit"]
+    assert Path(path).name.startswith("detections_test-dev2017_") and Path(path).name.endswith("_results.json")
+    detections = json.loads(Path(path).read_text())
+    assert detections and {d["image_id"] for d in detections} <= {im["id"] for im in info["images"]}
+    assert all(set(d) >= {"image_id", "category_id", "bbox", "score"} and len(d["bbox"]) == 4 for d in detections)
+    md = reproduce(tmp_path, sweeps, "report", "one", "--format", "md").stdout
+    assert "COCO evaluation server" in md and path in md, md
+    runs, cl = mlflow_runs(tmp_path)
+    assert {a.path for a in cl.list_artifacts(runs[0].info.run_id)} >= {Path(path).name}

@@ -27,6 +27,12 @@ class SyntheticSpec:
     min_size: int = 24
     max_size: int = 120
     seed: int = 0
+    num_test: int = 0  # an unlabeled split (image info only, as COCO's test-dev): test/, annotations/test.json
+
+    def settings(self) -> dict:
+        """What makes this set: its fields, ``num_test`` only when there is a test split (so a set
+        made before the field existed keeps its identity)."""
+        return {k: v for k, v in sorted(self.__dict__.items()) if k != "num_test" or v}
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -80,7 +86,9 @@ def _make_image(rng: np.random.Generator, spec: SyntheticSpec):
     return img, visible
 
 
-def write_split(root: Path, split: str, count: int, spec: SyntheticSpec, seed: int) -> Path:
+def write_split(root: Path, split: str, count: int, spec: SyntheticSpec, seed: int, labeled: bool = True) -> Path:
+    """``root/SPLIT/*.png`` and ``root/annotations/SPLIT.json``; unlabeled: the images and
+    categories alone, as an image-info file (COCO's ``image_info_test-dev2017.json``)."""
     rng = np.random.default_rng(seed)
     img_dir = root / split
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -94,8 +102,9 @@ def write_split(root: Path, split: str, count: int, spec: SyntheticSpec, seed: i
             w, h = x2 - x1 + 1, y2 - y1 + 1
             annotations.append(dict(id=len(annotations) + 1, image_id=i + 1, category_id=cls + 1,
                                     bbox=[x1, y1, w, h], area=float(w * h), iscrowd=0))
-    coco = dict(images=images, annotations=annotations,
-                categories=[dict(id=k + 1, name=n) for k, n in enumerate(CLASSES)])
+    coco = dict(images=images, categories=[dict(id=k + 1, name=n) for k, n in enumerate(CLASSES)])
+    if labeled:
+        coco["annotations"] = annotations
     ann_dir = root / "annotations"
     ann_dir.mkdir(parents=True, exist_ok=True)
     path = ann_dir / f"{split}.json"
@@ -106,18 +115,21 @@ def write_split(root: Path, split: str, count: int, spec: SyntheticSpec, seed: i
 
 
 def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
-    """Write ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json``.
+    """Write ``root/{train,val}/*.png`` and ``root/annotations/{train,val}.json`` (and the
+    unlabeled ``test`` split when ``num_test``).
 
     Idempotent: a root already holding this spec's data (``spec.json``
     matches) is left as it is.
     """
     root = Path(root)
     marker = root / "spec.json"
-    wanted = json.dumps(spec.__dict__, sort_keys=True)
+    wanted = json.dumps(spec.settings(), sort_keys=True)
     if marker.exists() and marker.read_text() == wanted and (root / "annotations" / "val.json").exists():
         return root
     write_split(root, "train", spec.num_train, spec, spec.seed)
     write_split(root, "val", spec.num_val, spec, spec.seed + 1_000_003)
+    if spec.num_test:
+        write_split(root, "test", spec.num_test, spec, spec.seed + 2_000_003, labeled=False)
     marker.write_text(wanted)
     return root
 
