@@ -292,8 +292,9 @@ def run_training(payload: Payload) -> dict:
         interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
         runner.register_hook(_mlflow_hook_cls()(tracker, run_id, interval))
         from musu.models.consistency_hook import HeadConsistencyHook
+        maps = work_dir / "consistency_maps.png"  # Figure 1 for this run, redrawn at each evaluation
         consistency = HeadConsistencyHook(lambda result, it: tracker.log(run_id, metrics=consistency_metrics(result),
-                                                                          step=it))
+                                                                          step=it), maps_path=str(maps))
         runner.register_hook(consistency)
         runner.train()
         if not capture.metrics:
@@ -324,7 +325,7 @@ def run_training(payload: Payload) -> dict:
             tracker.log_artifact(run_id, submit)
             tracker.tag(run_id, {tracking.TAG_TESTDEV: str(submit)})
         (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        for path in [work_dir / "metrics.json", *work_dir.glob("coco_eval*.json")]:
+        for path in [work_dir / "metrics.json", *work_dir.glob("coco_eval*.json"), *([maps] if maps.exists() else [])]:
             tracker.log_artifact(run_id, path)
         tracker.end(run_id, "FINISHED", {tracking.TAG_STATE: "finished"})
         return metrics

@@ -72,6 +72,8 @@ class ReportRow:
     switches: dict[str, Any] = field(default_factory=dict)
     stale: bool = False  # a number from code other than today's (reproduce.fingerprint)
     submit: list[str] = field(default_factory=list)  # its runs' detections on an unlabeled test split (COCO's server)
+    finished_ids: list[str] = field(default_factory=list)  # the MLflow runs of its finished seeds
+    maps_b64: str | None = None  # Figure 1 of its first finished seed (HTML only: ``attach_maps``)
 
 
 @dataclass
@@ -111,7 +113,7 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
     by_row = {(t, r): run for run in runs for t, r in run.rows}
     mlruns = tracker.runs_by_hash(profile.name, {r.config_hash for r in runs}) if tracker is not None else {}
     finished = finished_metrics(mlruns)
-    testdev = {h: tracking.tracked(rs).testdev for h, rs in mlruns.items()}
+    settled = {h: tracking.tracked(rs) for h, rs in mlruns.items()}
     states = states_of(mlruns, records, {r.config_hash for r in runs}) if not paper_only else {}
     out = []
     for table in tables:
@@ -142,10 +144,30 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
             status = State.FINISHED if len(agg) == len(seeds) else st.state
             rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(agg), cells,
                                   row.switches, stale=any(states[h].stale for h in seeds if h in states),
-                                  submit=[testdev[h] for h in seeds if testdev.get(h)]))
+                                  submit=[settled[h].testdev for h in seeds if h in settled and settled[h].testdev],
+                                  finished_ids=[settled[h].finished_id for h in seeds
+                                                if h in settled and settled[h].finished_id]))
         _mark_best(rows, paper_only, table)
         out.append(ReportTable(table, profile.name, rows, paper_only))
     return out
+
+
+MAPS = "consistency_maps.png"  # the artifact each job draws (musu.models.consistency_hook)
+
+
+def attach_maps(tables: list[ReportTable], tracker: tracking.Tracker, folder: Path) -> None:
+    """Each row's Figure 1 (its first finished seed's maps), for the HTML page, beside its numbers."""
+    import base64
+    done: dict[str, str | None] = {}
+    for t in tables:
+        for row in t.rows:
+            if not row.finished_ids:
+                continue
+            run_id = row.finished_ids[0]
+            if run_id not in done:
+                path = tracker.artifact(run_id, MAPS, Path(folder) / run_id)
+                done[run_id] = base64.b64encode(path.read_bytes()).decode() if path is not None else None
+            row.maps_b64 = done[run_id]
 
 
 def finished_metrics(mlruns: dict[str, list[tracking.TrackedRun]]) -> "pandas.DataFrame":
@@ -267,6 +289,10 @@ def cmd_report(args) -> int:
     if args.format == "html" or args.output:
         from .plots import make_plots
         plots = make_plots(tables, args.output or (args.workdir / "reports-tmp"))
+    if args.format == "html" and tracker is not None:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            attach_maps(tables, tracker, Path(tmp))
     if args.output is None:
         if args.format == "html":
             for t in plots.values():

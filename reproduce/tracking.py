@@ -265,6 +265,15 @@ class Tracker:
     def run(self, run_id: str) -> TrackedRun:
         return TrackedRun.of(retry(lambda: self.client.get_run(run_id)))
 
+    def artifact(self, run_id: str, name: str, folder: str | Path) -> Path | None:
+        """A run's artifact ``name`` downloaded into ``folder``; None when the run has none."""
+        try:
+            return Path(retry(lambda: self.client.download_artifacts(run_id, name, str(folder))))
+        except Exception as exc:  # noqa: BLE001 - a missing artifact is an answer, a hiccup was retried
+            if is_transient(exc):
+                raise
+            return None
+
     # ---- writing (rank 0 only) -----------------------------------------------------------------------
     def open_run(self, profile: str, config_hash: str, tags: dict[str, str], run_name: str) -> str | None:
         """The run of a config: an unsettled one of an earlier attempt (a FINISHED one

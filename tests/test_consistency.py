@@ -51,3 +51,17 @@ def test_an_image_counts_only_the_anchors_inside_each_box_and_its_class():
     (wrong, _) = image_consistency(scores[:, [1, 0]], boxes, points, gt, labels)
     assert wrong.spearman is None and wrong.top1 is True  # argmax of equal scores is the first anchor (IoU 1)
     assert math.isnan(HeadConsistency.pool([]).spearman)
+
+
+def test_validation_boxes_are_taken_to_the_network_inputs_pixels():
+    """mmdet's test pipelines load boxes after the resize: in original pixels. Seen in the
+    first maps drawn: the object's box sat at half its place on a 2x resized image."""
+    pytest.importorskip("mmdet")
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from musu.models.consistency_hook import ground_truth_in_input
+    sample = DetDataSample(metainfo=dict(scale_factor=(2.0, 1.5)))
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[43.0, 64.0, 84.0, 107.0]]), labels=torch.tensor([0]))
+    boxes, labels = ground_truth_in_input(sample)
+    assert boxes.tolist() == [[86.0, 96.0, 168.0, 160.5]] and labels.tolist() == [0]

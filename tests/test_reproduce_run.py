@@ -55,7 +55,8 @@ def assert_finished_once(workdir: Path, expected_hashes: set[str]):
         steps = [h.step for h in history]
         assert steps and len(steps) == len(set(steps)), "an iteration was logged (trained) twice"
         arts = {a.path for a in cl.list_artifacts(run.info.run_id)}
-        assert {"resolved_config.py", "metrics.json"} <= arts and any(a.startswith("coco_eval") for a in arts)
+        assert {"resolved_config.py", "metrics.json", "consistency_maps.png"} <= arts
+        assert any(a.startswith("coco_eval") for a in arts)
     return runs
 
 
@@ -93,6 +94,9 @@ def test_local_run_tracks_everything_and_never_trains_twice(tmp_path, ci_sweeps)
     assert t2["b-0.20"]["status"] == "pending" and t2["b-0.20"]["cells"]["AP"]["reproduced"] is None
     md = reproduce(tmp_path, ci_sweeps, "report", "table2", "--format", "md").stdout
     assert "pending / 40.3" in md
+    # Figure 1 per run: drawn by each job, shown on the HTML page beside the numbers (issue 13)
+    html = reproduce(tmp_path, ci_sweeps, "report", "soft_hard", "--format", "html").stdout
+    assert html.count('alt="consistency maps of ') == 2 and "ρ(conf, IoU)" in html
 
 
 def test_killed_reproduce_run_reattaches(tmp_path):
