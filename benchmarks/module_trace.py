@@ -1,6 +1,6 @@
 """Which of ``reproduce/``'s modules one CLI command passes through, in order.
 
-    python benchmarks/module_trace.py -- run one --profile ci --sweeps DIR --workdir DIR --no-wait
+    python benchmarks/module_trace.py [--skip errors,schema] -- run one --profile ci --sweeps DIR --workdir DIR --no-wait
 
 Every call into a function defined in ``reproduce/`` is recorded with its
 module; consecutive calls in one module are one stop. Prints the stops, how
@@ -10,21 +10,25 @@ must jump to follow a command, not of speed.
 """
 from __future__ import annotations
 
+import inspect
 import sys
 from collections import Counter
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "reproduce"
-
-
-def trace(argv: list[str]) -> list[str]:
+def trace(argv: list[str], skip: frozenset[str] = frozenset()) -> list[str]:
+    import reproduce
+    package = Path(reproduce.__file__).resolve().parent  # the one on sys.path (PYTHONPATH=an older checkout works)
     stops: list[str] = []
 
     def profile(frame, event, arg):
         if event != "call":
             return
-        path = Path(frame.f_code.co_filename)
-        if path.parent != PACKAGE or frame.f_code.co_name.startswith("<"):
+        code = frame.f_code
+        path = Path(code.co_filename)
+        # functions only: a module's or a class's body runs at import, which no reader follows
+        if path.parent != package or code.co_name.startswith("<") or not code.co_flags & inspect.CO_OPTIMIZED:
+            return
+        if path.stem in skip:
             return
         module = path.stem
         if not stops or stops[-1] != module:
@@ -41,7 +45,10 @@ def trace(argv: list[str]) -> list[str]:
 
 def main() -> None:
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]
-    stops = trace(argv)
+    # --skip a,b: leave out modules a reader treats as vocabulary (errors, schema), not as stages
+    skip = frozenset(sys.argv[sys.argv.index("--skip") + 1].split(",")) if "--skip" in sys.argv[:sys.argv.index("--")
+                                                                                                  if "--" in sys.argv else None] else frozenset()
+    stops = trace(argv, skip)
     seen, returns = set(), 0
     for i, module in enumerate(stops):
         if module in seen and stops[i - 1] != module:

