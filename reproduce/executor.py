@@ -340,7 +340,10 @@ def local_gpu_ids() -> list[str]:
 
 def require_local_gpus(profile, cluster: Cluster) -> None:
     """A GPU profile on ``--cluster local`` needs that many GPUs here (torch imported only for GPU profiles)."""
-    if cluster.is_local and profile.gpus and profile.gpus > len(local_gpu_ids()):
+    if not (cluster.is_local and profile.gpus):
+        return
+    here = len(local_gpu_ids())
+    if profile.gpus > here:
         raise UserError(f"profile {profile.name!r} trains each run on {profile.gpus} GPU(s) and this machine has "
-                        f"{len(local_gpu_ids())}", hint="use a cluster profile with GPUs (--cluster NAME), or a "
+                        f"{here}", hint="use a cluster profile with GPUs (--cluster NAME), or a "
                         "profile with gpus: 0")

@@ -112,8 +112,8 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
     paper_only = tracker is None
     by_row = {(t, r): run for run in runs for t, r in run.rows}
     mlruns = tracker.runs_by_hash(profile.name, {r.config_hash for r in runs}) if tracker is not None else {}
-    finished = finished_metrics(mlruns)
     settled = {h: tracking.tracked(rs) for h, rs in mlruns.items()}
+    finished = finished_metrics(settled)
     states = states_of(mlruns, records, {r.config_hash for r in runs}) if not paper_only else {}
     out = []
     for table in tables:
@@ -170,14 +170,10 @@ def attach_maps(tables: list[ReportTable], tracker: tracking.Tracker, folder: Pa
             row.maps_b64 = done[run_id]
 
 
-def finished_metrics(mlruns: dict[str, list[tracking.TrackedRun]]) -> "pandas.DataFrame":
+def finished_metrics(settled: dict[str, tracking.Tracked]) -> "pandas.DataFrame":
     """One row per config hash with the metrics of its finished MLflow run."""
     import pandas as pd
-    records = []
-    for h, runs in mlruns.items():
-        done = tracking.tracked(runs).finished
-        if done is not None:
-            records.append({"config_hash": h, **done})
+    records = [{"config_hash": h, **tr.finished} for h, tr in settled.items() if tr.finished is not None]
     return pd.DataFrame.from_records(records, index="config_hash") if records else \
         pd.DataFrame(index=pd.Index([], name="config_hash"))
 
