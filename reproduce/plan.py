@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import UserError, first_line
 from .profiles import Profile, load_profile
-from .spec import SWEEPS_DIR, Row, Table, load_tables
+from .spec import SWEEPS_DIR, Row, Table, available_tables, load_tables
 
 # The modules whose code decides what a plan holds (its runs, options and hashes): a change
 # to any of them invalidates the plan cache. tests/test_plan.py checks the list against
@@ -173,7 +173,7 @@ class Planner:
             h.update(path.read_bytes())
         # what the command line changed in memory (--set, --cfg-options)
         h.update(json.dumps(self.profile.cfg_options, sort_keys=True, default=str).encode())
-        h.update(json.dumps([[r.name, r.switches] for t in tables for r in t.rows], sort_keys=True,
+        h.update(json.dumps([[r.name, r.switches, r.seeds] for t in tables for r in t.rows], sort_keys=True,
                             default=str).encode())
         h.update(_mmdet_version().encode())
         return h.hexdigest()[:24]
@@ -267,7 +267,8 @@ def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches:
     """
     sweeps = sweeps or SWEEPS_DIR
     prof = load_profile(profile, sweeps)
-    tabs = load_tables(tables, sweeps)
+    tabs = prof.select(load_tables(tables, sweeps), named={t.strip() for t in tables.split(",")},
+                       suite=set(available_tables(sweeps)))
     if config_dirs:
         missing = [str(d) for d in config_dirs if not Path(d).is_dir()]
         if missing:

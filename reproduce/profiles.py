@@ -7,17 +7,17 @@ dataset, the GPUs per run and a cost model. It is data, so a user adds one
 from __future__ import annotations
 
 import fnmatch
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 from .schema import integer, known_keys, load_yaml, mapping
-from .spec import SWEEPS_DIR
+from .spec import SWEEPS_DIR, Table
 
 PROFILE_KEYS = {"name", "description", "dataset", "gpus", "processes", "images_per_gpu", "configs", "cfg_options",
-                "cost",
-                "patches"}
+                "cost", "patches", "seeds", "rows"}
 # test_info/test_img: an unlabeled split (COCO test-dev's image-info file): jobs write its
 # detections in the COCO evaluation server's format beside the validation numbers
 DATASET_KEYS = {"type", "root", "train_ann", "val_ann", "train_img", "val_img", "generate", "test_info", "test_img"}
@@ -46,6 +46,39 @@ class Profile:
     # Folders of the user's own configs, named on the command line (--configs DIR):
     # with the suite's configs and mmdet's, the only places a config name may resolve.
     config_dirs: tuple[str, ...] = ()
+    # Seeds per row at this scale (a row's own ``seeds:`` when larger): small-scale numbers
+    # mean something only beside their spread.
+    seeds: int = 1
+    # The rows this profile is sized for, by table (None: every row). A CPU profile
+    # that must fit in an hour trains the rows whose orderings it exists to show.
+    rows: dict[str, list[str]] | None = None
+
+    def select(self, tables: list[Table], named: set[str], suite: set[str]) -> list[Table]:
+        """``tables`` as this profile trains them: of the suite's tables (``suite``), only its
+        ``rows:``; every row with its seeds. A suite table the user named (``named``) that the
+        profile trains no row of is an error, one that came with ``all`` is left out, and a
+        spec of the user's own is trained whole."""
+        out = []
+        for table in tables:
+            if self.rows is not None and table.name in suite:
+                if table.name not in self.rows:
+                    if table.name in named:
+                        raise UserError(f"profile {self.name!r} trains no row of {table.name}",
+                                        file=self.file, field="rows",
+                                        hint=f"its tables: {', '.join(self.rows)}; or choose another --profile")
+                    continue
+                wanted = self.rows[table.name]
+                known = [r.name for r in table.rows]
+                unknown = [w for w in wanted if w not in known]
+                if unknown:
+                    raise UserError(f"{table.name} has no row {unknown[0]!r}", file=self.file,
+                                    field=f"rows.{table.name}", hint=f"its rows: {', '.join(known)}")
+                table = dataclasses.replace(table, rows=[r for r in table.rows if r.name in wanted])
+            if self.seeds > 1:
+                table = dataclasses.replace(table, rows=[dataclasses.replace(r, seeds=max(r.seeds, self.seeds))
+                                                         for r in table.rows])
+            out.append(table)
+        return out
 
     def choose(self, key: str, row_name: str, table_file: str) -> ConfigChoice:
         for pattern, choice in self.configs.items():
@@ -120,6 +153,12 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
     cost = data.get("cost") or {}
     if not isinstance(cost, dict):
         raise UserError("expected a mapping", file=file, field="cost")
+    seeds = integer(data, "seeds", file, default=1, minimum=1, maximum=100)
+    rows = data.get("rows")
+    if rows is not None and (not isinstance(rows, dict) or not rows or any(
+            not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v) for v in rows.values())):
+        raise UserError("expected a mapping of table name to a list of row names", file=file, field="rows",
+                        hint="e.g. rows: {table1: [fcos, v-q]}; drop rows: to train every row")
     name = data.get("name", path.stem)
     if name != path.stem:
         # Runs are tracked under the profile's name: a copy of paper.yaml changed to one GPU
@@ -129,4 +168,5 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
                         hint=f"set name: {path.stem}, or drop name:")
     return Profile(name=name, description=str(data.get("description", "")), dataset=ds,
                    gpus=gpus, images_per_gpu=ipg, processes=processes, configs=configs, cfg_options=cfg_options, patches=patches,
-                   cost=cost, file=file)
+                   cost=cost, file=file, seeds=seeds,
+                   rows={str(k): [str(x) for x in v] for k, v in rows.items()} if rows is not None else None)
