@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="compile tables from MLflow beside the paper's numbers")
     p.add_argument("tables")
     _common(p)
-    p.add_argument("--format", default="md", choices=["md", "tex", "html", "json"])
+    p.add_argument("--format", default="md", choices=["md", "tex", "html", "json", "orderings"],
+                   help="orderings: whether the paper's orderings between rows hold over the seeds "
+                        "(sweeps/vocabulary/orderings.yaml), as orderings.md")
     p.add_argument("--paper", action="store_true", help="render the paper's numbers alone, from the specs")
     p.add_argument("-o", "--output", type=Path, default=None, help="output folder (default: print)")
     p = sub.add_parser("cancel", help="stop the queued or running jobs of a table's rows")

@@ -20,6 +20,7 @@ import jinja2
 from . import tracking
 from .metrics import metrics
 from .cli import plan_args
+from .errors import UserError
 from .plan import Run
 from .profiles import Profile
 from .spec import SWEEPS_DIR, Table
@@ -42,6 +43,7 @@ class Cell:
     std: float | None = None
     best: bool = False
     seeds: tuple[int, int] | None = None  # (finished, planned) while some seeds of the row are not finished
+    values: list[float] = field(default_factory=list)  # one per finished seed (``orderings`` judges them)
 
     @property
     def partial(self) -> str:
@@ -74,6 +76,7 @@ class ReportRow:
     submit: list[str] = field(default_factory=list)  # its runs' detections on an unlabeled test split (COCO's server)
     finished_ids: list[str] = field(default_factory=list)  # the MLflow runs of its finished seeds
     maps_b64: str | None = None  # Figure 1 of its first finished seed (HTML only: ``attach_maps``)
+    runs_planned: int = 0  # its seeds
 
 
 @dataclass
@@ -137,6 +140,7 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
                     continue
                 values = agg[cell.metric].dropna()
                 if len(values):
+                    cell.values = [float(v) for v in values]
                     cell.value = float(values.mean())
                     cell.std = float(values.std()) if len(values) > 1 else None
                     if len(values) < len(seeds):  # a mean of some seeds says so; it is never "best"
@@ -146,7 +150,8 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
                                   row.switches, stale=any(states[h].stale for h in seeds if h in states),
                                   submit=[settled[h].testdev for h in seeds if h in settled and settled[h].testdev],
                                   finished_ids=[settled[h].finished_id for h in seeds
-                                                if h in settled and settled[h].finished_id]))
+                                                if h in settled and settled[h].finished_id],
+                                  runs_planned=len(seeds)))
         _mark_best(rows, paper_only, table)
         out.append(ReportTable(table, profile.name, rows, paper_only))
     return out
@@ -202,6 +207,8 @@ def _env(autoescape: bool) -> jinja2.Environment:
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = lambda cell: fmt(cell.metric, cell.value)
     env.filters["fmt_paper"] = lambda cell: fmt(cell.metric, cell.paper)
+    # a spread in the metric's own digits (rho's 0.004, not 0.0), without its unit
+    env.filters["fmt_std"] = lambda cell: f"{cell.std:.{metrics()[cell.metric].decimals}f}"
     env.filters["fmt_diff"] = lambda cell: "" if cell.diff is None else metrics()[cell.metric].format(cell.diff, True)
     # A finished run can lack a metric (COCO gives none for an area range
     # without objects): "n/a" then, the run's state otherwise.
@@ -274,6 +281,32 @@ def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, 
     return re.sub(r"\n{3,}", "\n\n", text) if fmt_name == "md" else text
 
 
+def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
+    """The orderings document (``reproduce.orderings``) for the rows of ``tables``."""
+    from . import orderings as od
+    found = od.verdicts(tables)
+    if not found:
+        raise UserError("none of the paper's orderings has its rows in these tables",
+                        hint="report the tables that hold them: " + ", ".join(sorted(
+                            {t for o in od.orderings() for t, _ in (o.higher, o.lower)})))
+    env = _env(autoescape=False)
+
+    def side(s, metric: str) -> str:
+        if s is None:
+            return "-"
+        if s.mean is None:
+            return f"`{s.row}`: no finished seed (0/{s.planned})"
+        spread = f" ± {s.std:.{metrics()[metric].decimals}f}" if s.std is not None else ""
+        return f"`{s.row}`: {fmt(metric, s.mean)}{spread} ({len(s.values)}/{s.planned})"
+
+    env.filters["side"] = side
+    env.filters["signed"] = lambda d, metric: "-" if d is None else metrics()[metric].format(d, True)
+    env.filters["pvalue"] = lambda p: "-" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+    counts = [(name, sum(v.verdict == name for v in found)) for name in (od.HOLDS, od.FAILS, od.NOISE, od.UNMEASURED)]
+    return env.get_template("orderings.md.j2").render(profile=profile, verdicts=found, alpha=od.ALPHA,
+                                                      counts=[c for c in counts if c[1]]) + "\n"
+
+
 def cmd_report(args) -> int:
     profile, specs, runs = plan_args(args)
     tracker, records = None, {}
@@ -281,6 +314,18 @@ def cmd_report(args) -> int:
         tracker = tracking.Tracker(tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)))
         records = JobStore.at(args.workdir).records(profile.name)
     tables = gather(profile, specs, runs, tracker, records)
+    if args.format == "orderings":
+        if tracker is None:
+            raise UserError("--paper and --format orderings: the orderings are judged from trained seeds",
+                            hint="drop --paper")
+        doc = render_orderings(tables, profile)
+        if args.output is None:
+            sys.stdout.write(doc)
+        else:
+            args.output.mkdir(parents=True, exist_ok=True)
+            (args.output / "orderings.md").write_text(doc)
+            print(args.output / "orderings.md")
+        return 0
     plots = {}
     if args.format == "html" or args.output:
         from .plots import make_plots

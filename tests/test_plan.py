@@ -260,3 +260,13 @@ def test_the_signal_profile_trains_its_rows_with_three_seeds_each(tmp_path, caps
     assert main(["plan", "table1", "--profile", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "table1 has no row 'v-z'" in err and "rows.table1" in err
+
+
+def test_the_readings_spec_trains_each_reading_beside_the_default_runs(capsys):
+    """Issue 13, item 3: docs/readings.yaml's default rows are Table 1's runs, each reading a run of its own."""
+    from reproduce.spec import SWEEPS_DIR
+    out = plan_json(capsys, f"{SWEEPS_DIR.parent / 'docs' / 'readings.yaml'},table1", "--profile", "signal")
+    rows = {tuple(sorted(r["rows"])) for r in out["runs"]}
+    assert ("readings/default", "table1/alpha-1/3") in rows and ("readings/v-q", "table1/v-q") in rows
+    assert {("readings/bag-all",), ("readings/normalizer-image",), ("readings/v-q-1to1",)} <= rows
+    assert out["total_runs"] == 18  # table1's 3 rows and 3 new readings, 3 seeds each
