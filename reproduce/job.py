@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import traceback
@@ -21,7 +22,10 @@ import submitit
 from . import preflight, tracking
 from .metrics import coco_keys
 from .payload import Payload
+from .run_lease import Lease
 from .run_lock import HELD, RunLock
+
+BEAT_S = 60.0  # the longest a live job's claim goes without a heartbeat while it evaluates
 
 
 def git_commit() -> str:
@@ -69,9 +73,20 @@ def _mlflow_hook_cls():
 
         priority = "BELOW_NORMAL"
 
-        def __init__(self, tracker: tracking.Tracker, run_id: str | None, interval: int) -> None:
-            self.tracker, self.run_id, self.interval = tracker, run_id, max(1, interval)
+        def __init__(self, tracker: tracking.Tracker, run_id: str | None, interval: int,
+                     lease: Lease | None = None) -> None:
+            self.tracker, self.run_id, self.interval, self.lease = tracker, run_id, max(1, interval), lease
             self.last: tuple[float, int] | None = None  # (time, iteration) of the previous report
+            self.beaten = 0.0  # when the lease's heartbeat went out last
+
+        def _beat(self) -> dict[str, str]:
+            self.beaten = time.time()
+            return self.lease.beat() if self.lease is not None else {}
+
+        def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            # a long evaluation logs no progress: the heartbeat still goes out every minute
+            if time.time() - self.beaten > BEAT_S:
+                self.tracker.tag(self.run_id, self._beat())
 
         def before_train(self, runner) -> None:
             self.last = (time.time(), runner.iter)
@@ -81,7 +96,7 @@ def _mlflow_hook_cls():
             if it % self.interval and it != runner.max_iters:
                 return
             now = time.time()
-            tags = {tracking.TAG_PROGRESS: f"{it}/{runner.max_iters}"}
+            tags = {tracking.TAG_PROGRESS: f"{it}/{runner.max_iters}", **self._beat()}
             # the rate over the last interval, and the last total loss, for `status`'s ETA
             if self.last is not None and it > self.last[1] and now > self.last[0]:
                 tags[tracking.TAG_RATE] = f"{(it - self.last[1]) / (now - self.last[0]):.4g}"
@@ -258,8 +273,29 @@ def run_training(payload: Payload) -> dict:
         print(f"[reproduce] {payload.config_hash} is being trained by {holder}; this job exits without training",
               flush=True)
         return {HELD: holder}
-    run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
+    # ... and across work dirs logging to one store: a claim in MLflow (``run_lease``).
     slurm_job = slurm_job_id()
+    lease = Lease(tracker, payload.profile, payload.config_hash, payload.work_dir,
+                  who=f"{'SLURM job ' + slurm_job if slurm_job else 'local job'} on {socket.gethostname()} "
+                      f"(pid {os.getpid()})")
+    run_id: str | None = None  # rank 0's; the other ranks log nothing
+    refused: list[str] = []
+
+    def claim() -> bool:
+        nonlocal run_id
+        holder = lease.look()  # before opening: an old run is not set RUNNING for a job that leaves
+        if holder is None:
+            run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
+            refused.extend(filter(None, [lease.acquire(run_id)]))
+        else:
+            refused.append(holder.who)
+        return not refused
+
+    if not _rank0_decides(work_dir, rank, "lease", claim):
+        who = refused[0] if refused else "a job of another work dir"
+        print(f"[reproduce] {payload.config_hash} is being trained by {who}, which logs to the same store; this "
+              "job exits without training", flush=True)
+        return {HELD: who}
     try:
         tracker.tag(run_id, {tracking.TAG_STATE: "running", tracking.TAG_CODE: code,
                              tracking.TAG_JOB: slurm_job, tracking.TAG_PID: None if slurm_job else str(os.getpid())})
@@ -290,7 +326,7 @@ def run_training(payload: Payload) -> dict:
         # Half the warning time to end the iteration in flight; the rest to save and requeue.
         runner.register_hook(SaveOnSignalHook(grace_s=min(120.0, float(payload.signal_delay_s) / 2)))
         interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
-        runner.register_hook(_mlflow_hook_cls()(tracker, run_id, interval))
+        runner.register_hook(_mlflow_hook_cls()(tracker, run_id, interval, lease))
         from musu.models.consistency_hook import HeadConsistencyHook
         maps = work_dir / "consistency_maps.png"  # Figure 1 for this run, redrawn at each evaluation
         consistency = HeadConsistencyHook(lambda result, it: tracker.log(run_id, metrics=consistency_metrics(result),

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .run_lease import Claim, live_holder
 from .tracking import Tracked
 
 if TYPE_CHECKING:
@@ -100,13 +102,15 @@ def killed_by_system(job: JobState, own_error: bool, my_uid: str | None = None) 
     return ""
 
 
-def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, code: str | None = None
-             ) -> RunState:
+def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, code: str | None = None,
+             elsewhere: Claim | None = None, now: float | None = None) -> RunState:
     """A run's state from its tracked run and its job.
 
     1. A finished MLflow run settles it, whatever the job says (``stale`` when
        ``code``, today's code fingerprint, is not the one it was trained with).
-    2. No job: an MLflow run left behind is ``interrupted``; nothing is ``pending``.
+    2. No job: an MLflow run left behind is ``interrupted``, unless a live job of another
+       work dir holds it (``elsewhere``, its claim in MLflow: ``run_lease``), when it is
+       ``running`` there; nothing is ``pending``.
     3. A job still waiting is ``queued``; a started one is ``running``, except a
        local process still waiting for a free slot (its MLflow run not yet running).
        The job, not MLflow, decides: a run left RUNNING by a dead node's process
@@ -132,6 +136,12 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
         return RunState(State.FINISHED, detail, dict(tracked.finished), stale=stale)
     latest = tracked.latest
     if job is None:
+        if latest is not None and elsewhere is not None:
+            age = (now if now is not None else time.time()) - elsewhere.time
+            detail, left = running_detail(latest.progress, f"{elsewhere.who} in {elsewhere.work_dir}, a job "
+                                          f"this work dir has no record of; heard from {duration(age)} ago", latest.rate,
+                                          latest.loss)
+            return RunState(State.RUNNING, detail, seconds_left=left)
         if latest is not None:
             return RunState(State.INTERRUPTED, f"MLflow run {latest.run_id[:8]} is {latest.status.lower()}, "
                             "no job holds it (`reproduce run` resumes it)")
@@ -202,7 +212,12 @@ def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable
     asking = {h: records[h] for h, tr in runs.items()
               if (tr.finished is None or tr.finished_code != code) and records.get(h) is not None}
     view = SlurmView.take(asking.values())
-    return {h: classify(tr, job_state(asking[h], view) if h in asking else None, code=code)
+    now = time.time()
+    # a live job of another work dir (``run_lease``) training a run this work dir holds no job of
+    elsewhere = {h: live_holder(mlruns.get(h, []), None, now) for h, tr in runs.items()
+                 if tr.finished is None and h not in asking}
+    return {h: classify(tr, job_state(asking[h], view) if h in asking else None, code=code,
+                        elsewhere=elsewhere.get(h), now=now)
             for h, tr in runs.items()}
 
 

@@ -5,6 +5,7 @@ job's record submits it again; a requeue racing a resubmission) finds the run's
 work dir held by the live job and exits without training or touching the run."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -70,3 +71,60 @@ def test_two_jobs_of_one_run_train_it_once(tmp_path):
     steps = [m.step for m in cl.get_metric_history(runs[0].info.run_id, "train/loss")]
     assert sorted(steps) == list(range(2, 17, 2)), f"every loss step once: {steps}"
     assert isinstance(jobs[0], submitit.local.local.LocalJob)
+
+
+@pytest.mark.slow
+def test_two_work_dirs_on_one_store_train_a_run_once(tmp_path, capfd):
+    """Issue 11, item 4, across work dirs: A's job trains; B, logging to the same store, neither
+    submits the run (`reproduce run` reads it running in A) nor trains it when its own job
+    starts anyway (both decided before A's job claimed the run): one MLflow run, every step once."""
+    from conftest import make_sweeps, raw_runs
+
+    from reproduce import datasets, tracking
+    from reproduce.cli import main
+    from reproduce.clusters import load_cluster
+    from reproduce.executor import DetachedLocalExecutor, LocalSlotJob, pid_alive
+    from reproduce.plan import plan_tables
+    from reproduce.run_lease import TAG_CLAIM
+    from reproduce.submission import Submission
+    sweeps = make_sweeps(tmp_path, iters=120, ckpt=60)
+    profile, _, (run,) = plan_tables("ci", "one", sweeps)
+    uri = tracking.check(f"sqlite:///{tmp_path / 'shared.db'}")
+    cl = tracking.client(uri)
+
+    def job_of(name):
+        wd = tmp_path / name
+        sub = Submission(profile, load_cluster("local"), wd, uri, datasets.prepare(profile, wd), tmp_path / "weights")
+        payload = sub.payload(run)
+        ex = DetachedLocalExecutor(wd / "jobs", 3, payload.slot_dir, payload.slots)
+        ex.update_parameters(timeout_min=30, gpus_per_node=0, tasks_per_node=1)
+        return ex.submit(LocalSlotJob(), payload)
+
+    jobs = [job_of("a")]
+    try:
+        deadline = time.time() + 180
+        while not any(k.startswith(TAG_CLAIM) for runs in raw_runs(cl, "ci").values() for r in runs
+                      for k in r.data.tags) or "musu.progress" not in str(raw_runs(cl, "ci")):
+            assert time.time() < deadline, "A's job never claimed its run"
+            assert not jobs[0].done(), jobs[0].stderr()
+            time.sleep(1)
+        common = ["--profile", "ci", "--sweeps", str(sweeps), "--tracking-uri", uri]
+        assert main(["run", "one", *common, "--workdir", str(tmp_path / "b"), "--no-wait"]) == 0
+        out = capfd.readouterr().err  # the progress console writes to stderr
+        assert "1 already submitted (reattaching), 0 to submit" in out, out
+        assert main(["status", "one", *common, "--workdir", str(tmp_path / "b"), "--json"]) == 0
+        (row,) = json.loads(capfd.readouterr().out)
+        assert row["state"] == "running" and str(tmp_path / "a") in row["detail"], row
+        jobs.append(job_of("b"))  # as if B had decided before A's job claimed the run
+        held = jobs[1].result()
+        assert HELD in held and "local job" in held[HELD], held
+        trained = jobs[0].result()
+    finally:
+        for j in jobs:
+            if pid_alive(int(j.job_id)):
+                os.killpg(int(j.job_id), signal.SIGKILL)
+    assert "AP" in trained
+    (runs,) = raw_runs(cl, "ci").values()
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", "one MLflow run: B's empty one was deleted"
+    steps = [m.step for m in cl.get_metric_history(runs[0].info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(2, 121, 2)), f"every loss step once: {steps}"
