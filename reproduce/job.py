@@ -284,12 +284,14 @@ def run_training(payload: Payload) -> dict:
     def claim() -> bool:
         nonlocal run_id
         holder = lease.look()  # before opening: an old run is not set RUNNING for a job that leaves
-        if holder is None:
-            run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
-            refused.extend(filter(None, [lease.acquire(run_id)]))
-        else:
+        if holder is not None:
             refused.append(holder.who)
-        return not refused
+            return False
+        run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
+        who = lease.acquire(run_id)
+        if who is not None:
+            refused.append(who)
+        return who is None
 
     if not _rank0_decides(work_dir, rank, "lease", claim):
         who = refused[0] if refused else "a job of another work dir"
