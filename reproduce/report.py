@@ -57,7 +57,8 @@ class Cell:
         return self.value - self.paper
 
     def as_json(self) -> dict[str, Any]:
-        return dict(reproduced=self.value, std=self.std, paper=self.paper, difference=self.diff, best=self.best,
+        return dict(reproduced=self.value, std=self.std, per_seed=self.values, paper=self.paper,
+                    difference=self.diff, best=self.best,
                     seeds_finished=self.seeds[0] if self.seeds else None,
                     seeds_planned=self.seeds[1] if self.seeds else None)
 
@@ -191,13 +192,18 @@ def _mark_best(rows: list[ReportRow], paper_only: bool, table: Table) -> None:
     for i, cell0 in enumerate(rows[0].cells):
         if metrics()[cell0.metric].best == "none":
             continue
-        key = (lambda c: c.paper) if paper_only else (lambda c: c.value)
+        # compared as printed: values that print alike are tied, and both are marked
+        digits = metrics()[cell0.metric].decimals
+        raw = (lambda c: c.paper) if paper_only else (lambda c: c.value)
+
+        def key(c):
+            return None if raw(c) is None else round(raw(c), digits)
         vals = [key(r.cells[i]) for r in rows if key(r.cells[i]) is not None and not r.cells[i].partial]
         if not vals:
             continue
         best = max(vals)
         for r in rows:
-            if key(r.cells[i]) is not None and not r.cells[i].partial and abs(key(r.cells[i]) - best) < 1e-9:
+            if key(r.cells[i]) is not None and not r.cells[i].partial and key(r.cells[i]) == best:
                 r.cells[i].best = True
 
 

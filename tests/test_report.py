@@ -168,3 +168,14 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
     for fmt in ("tex", "html"):
         assert main(["report", "seeded", *common, "--format", fmt]) == 0
         assert "2/3" in capsys.readouterr().out
+
+
+def test_values_that_print_alike_are_both_marked_best():
+    """As the paper bolds ties: 0.6277 and 0.6283 both print 0.628 (rho has 3 decimals)."""
+    from reproduce.report import Cell, ReportRow, _mark_best
+    from reproduce.spec import Table
+    rows = [ReportRow(n, n, None, "finished", "", 3, [Cell("rho", None, v), Cell("AP", None, ap)])
+            for n, v, ap in (("soft", 0.6277, 13.04), ("hard", 0.6283, 11.9))]
+    _mark_best(rows, False, Table("t", "t", "", ["rho", "AP"], [], "t.yaml"))
+    assert [r.cells[0].best for r in rows] == [True, True]
+    assert [r.cells[1].best for r in rows] == [True, False]
