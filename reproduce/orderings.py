@@ -17,7 +17,6 @@ No threshold is tuned to a result: ``ALPHA`` is the conventional 0.05.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -44,13 +43,6 @@ class Ordering:
     lower: tuple[str, str]
 
 
-def _required(raw: dict, key: str, file: str, where: str) -> str:
-    value = text(raw, key, file, prefix=f"{where}.")
-    if not value:
-        raise UserError("missing (text)", file=file, field=f"{where}.{key}")
-    return value
-
-
 @cache
 def orderings(path: Path = VOCABULARY) -> tuple[Ordering, ...]:
     file = str(path)
@@ -62,39 +54,31 @@ def orderings(path: Path = VOCABULARY) -> tuple[Ordering, ...]:
         where = f"[{i}]"
         mapping(raw, file, "an ordering", field=where)
         known_keys(raw, KEYS, file, prefix=f"{where}.")
-        metric = _required(raw, "metric", file, where)
+        def required(key: str) -> str:
+            return text(raw, key, file, prefix=f"{where}.", required=True)
+        metric = required("metric")
         if metric not in metrics():
             raise UserError(f"unknown metric {metric!r}", file=file, field=f"{where}.metric",
                             hint=f"metrics: {', '.join(metrics())}")
         sides = []
         for side in ("higher", "lower"):
-            table, sep, row = _required(raw, side, file, where).partition("/")
+            table, sep, row = required(side).partition("/")
             if not sep or not table or not row:
                 raise UserError("expected TABLE/ROW, e.g. table1/fcos", file=file, field=f"{where}.{side}")
             sides.append((table, row))
-        out.append(Ordering(_required(raw, "claim", file, where), _required(raw, "evidence", file, where),
+        out.append(Ordering(required("claim"), required("evidence"),
                             metric, sides[0], sides[1]))
     return tuple(out)
 
 
 @dataclass(frozen=True)
 class Side:
+    """One row of an ordering, as the report's cell has it (its mean and std, never recomputed here)."""
     row: str                   # table/row, as the orderings name it
     values: tuple[float, ...]  # one per finished seed
     planned: int               # seeds planned
-    paper: float | None
-
-    @property
-    def mean(self) -> float | None:
-        return sum(self.values) / len(self.values) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        n = len(self.values)
-        if n < 2:
-            return None
-        m = self.mean
-        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (n - 1))
+    mean: float | None
+    std: float | None
 
 
 @dataclass(frozen=True)
@@ -130,7 +114,7 @@ def judge(higher: list[float], lower: list[float]) -> tuple[str, float | None]:
     return NOISE, p_paper
 
 
-def verdicts(tables: list, wanted: tuple[Ordering, ...] | None = None) -> list[Verdict]:
+def verdicts(tables: list) -> list[Verdict]:
     """Each ordering whose two rows are among ``tables`` (``report.ReportTable``), judged."""
     cells = {}
     for t in tables:
@@ -138,7 +122,7 @@ def verdicts(tables: list, wanted: tuple[Ordering, ...] | None = None) -> list[V
             for cell in row.cells:
                 cells[(t.table.name, row.name, cell.metric)] = (row, cell, row.runs_planned)
     out = []
-    for o in wanted if wanted is not None else orderings():
+    for o in orderings():
         sides, why = [], ""
         for table, row in (o.higher, o.lower):
             found = cells.get((table, row, o.metric))
@@ -147,7 +131,7 @@ def verdicts(tables: list, wanted: tuple[Ordering, ...] | None = None) -> list[V
                 why = why or f"{table}/{row} has no {o.metric} in this report"
                 continue
             r, cell, planned = found
-            sides.append(Side(f"{table}/{row}", tuple(cell.values), planned, cell.paper))
+            sides.append(Side(f"{table}/{row}", tuple(cell.values), planned, cell.value, cell.std))
         if sides[0] is None and sides[1] is None:
             continue  # neither row is in this report: not this profile's ordering
         if None in sides:

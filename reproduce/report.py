@@ -28,11 +28,18 @@ from .state import JobRecord, JobStore
 from .status import State, states_of
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
+
+
 def fmt(metric: str, value: float | None) -> str:
     """Numbers as the paper prints them (``metrics.yaml``: AP 40.6, params 32.07M, FLOPs 205.3G)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return metrics()[metric].format(value)
+
+
+def fmt_spread(metric: str, std: float | None) -> str:
+    """A seed spread in the metric's own decimals (``1.7`` beside AP 40.6); '' without one."""
+    return "" if std is None else f"{std:.{metrics()[metric].decimals}f}"
 
 
 @dataclass
@@ -214,7 +221,7 @@ def _env(autoescape: bool) -> jinja2.Environment:
     env.filters["fmt"] = lambda cell: fmt(cell.metric, cell.value)
     env.filters["fmt_paper"] = lambda cell: fmt(cell.metric, cell.paper)
     # a spread in the metric's own digits (rho's 0.004, not 0.0), without its unit
-    env.filters["fmt_std"] = lambda cell: f"{cell.std:.{metrics()[cell.metric].decimals}f}"
+    env.filters["fmt_std"] = lambda cell: fmt_spread(cell.metric, cell.std)
     env.filters["fmt_diff"] = lambda cell: "" if cell.diff is None else metrics()[cell.metric].format(cell.diff, True)
     # A finished run can lack a metric (COCO gives none for an area range
     # without objects): "n/a" then, the run's state otherwise.
@@ -302,7 +309,7 @@ def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
             return "-"
         if s.mean is None:
             return f"`{s.row}`: no finished seed (0/{s.planned})"
-        spread = f" ± {s.std:.{metrics()[metric].decimals}f}" if s.std is not None else ""
+        spread = f" ± {fmt_spread(metric, s.std)}" if s.std is not None else ""
         return f"`{s.row}`: {fmt(metric, s.mean)}{spread} ({len(s.values)}/{s.planned})"
 
     env.filters["side"] = side

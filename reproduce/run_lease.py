@@ -103,16 +103,13 @@ class Lease:
         # A store slow to answer this job is slow for its rivals too: wait longer than they take.
         time.sleep(max(self.settle_s, 3 * (self.clock() - start)))
         runs = self.tracker.runs_of(self.profile, self.config_hash)
-        now = self.clock()
-        mine = [c for run in runs for c in claims(run.tags) if c.token == self.token]
-        rivals = [c for run in runs if run.status == "RUNNING" for c in claims(run.tags)
-                  if c.work_dir != self.work_dir and c.live(now)]
-        if mine and min(mine + rivals, key=lambda c: c.token).token == self.token:
+        mine = any(c.token == self.token for run in runs for c in claims(run.tags))
+        rival = live_holder(runs, self.work_dir, self.clock())
+        if mine and (rival is None or self.token < rival.token):
             self.run_id = run_id
             return None
         self._leave(run_id, self.token)
-        winner = min(rivals, key=lambda c: c.token) if rivals else None
-        return winner.who if winner is not None else "another job (this job's claim did not come back)"
+        return rival.who if rival is not None else "another job (this job's claim did not come back)"
 
     def beat(self) -> dict[str, str]:
         """The tags that refresh this job's claim: log them with the run's progress."""

@@ -62,9 +62,11 @@ def integer(data: dict, key: str, file: str, default: Any = None, minimum: int =
 
 
 def text(data: dict, key: str, file: str, default: str | None = None, row: str | None = None,
-         prefix: str = "") -> str | None:
-    """``data[key]`` as a string (``default`` when absent)."""
+         prefix: str = "", required: bool = False) -> str | None:
+    """``data[key]`` as a string (``default`` when absent; ``required``: absent or empty is refused)."""
     value = data.get(key, default)
     if value is not None and not isinstance(value, str):
         raise UserError(f"expected text, got {value!r}", file=file, row=row, field=prefix + key)
+    if required and not value:
+        raise UserError("missing (text)", file=file, row=row, field=prefix + key)
     return value

@@ -310,7 +310,7 @@ class Tracker:
         run = retry(attempt)
         found = retry(created)
         for extra in found[1:]:
-            retry(lambda: self.client.delete_run(extra.info.run_id))
+            self.delete_run(extra.info.run_id)
         return (found[0] if found else run).info.run_id
 
     def tag(self, run_id: str | None, tags: dict[str, Any]) -> None:
