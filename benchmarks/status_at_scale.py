@@ -4,7 +4,8 @@
 
 A spec of a grid of b values, 100 seeds each, plans N runs. The MLflow SQLite store
 gets N runs as jobs leave them: half FINISHED with their metrics, half
-RUNNING with their progress. The running half has SLURM job records (job
+RUNNING with their progress; each run has ``--params`` params (300: a real
+run logs its flattened config). The running half has SLURM job records (job
 ids no scheduler holds, so SLURM's answer for them is "ended long ago").
 squeue and sacct are wrapped to count calls: one poll must make one of each
 whatever N (issue 11, item 14). Needs the local SLURM cluster for real
@@ -41,8 +42,8 @@ def shimmed_env(tmp: Path) -> tuple[dict, Path]:
     return {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}, log
 
 
-def fill(uri: str, profile: str, runs: list[dict], work: Path) -> None:
-    from mlflow.entities import Metric, RunTag
+def fill(uri: str, profile: str, runs: list[dict], work: Path, params: int) -> None:
+    from mlflow.entities import Metric, Param, RunTag
 
     from reproduce import tracking
     from reproduce.state import JobRecord, JobStore
@@ -54,6 +55,9 @@ def fill(uri: str, profile: str, runs: list[dict], work: Path) -> None:
         table, row = run["rows"][0]
         r = cl.create_run(exp, tags={tracking.TAG_HASH: h, tracking.TAG_PROFILE: profile, tracking.TAG_TABLE: table,
                                      tracking.TAG_ROW: row})
+        for first in range(0, params, 100):  # a real run logs its flattened config: about 300 params
+            cl.log_batch(r.info.run_id, params=[Param(f"cfg.key{k}", f"value {k}")
+                                                for k in range(first, min(params, first + 100))])
         if i % 2 == 0:
             cl.log_batch(r.info.run_id, metrics=[Metric(k, 30.0 + (i % 10), 0, 0) for k in ("AP", "AP50", "AP75")])
             cl.set_terminated(r.info.run_id, "FINISHED")
@@ -78,9 +82,28 @@ def timed(cmd, env, log: Path, repeats: int = 3) -> tuple[float, float, int]:
     return min(times), sorted(times)[len(times) // 2], max(calls)
 
 
+def read_both_ways(uri: str, profile: str, repeats: int = 3) -> list[tuple[str, float, int]]:
+    """In one process: ``Tracker.runs_by_hash`` over every run, by the direct SQL read
+    (``reproduce.tracking_sql``) and through MLflow's ``search_runs``; best of ``repeats``."""
+    from reproduce import tracking
+    out = []
+    for name, direct in (("direct SQL read (tracking_sql)", True), ("MLflow search_runs", False)):
+        best, n = float("inf"), 0
+        for _ in range(repeats):
+            tracker = tracking.Tracker(uri)
+            if not direct:
+                tracker._sql = None
+            t = time.perf_counter()
+            n = sum(len(v) for v in tracker.runs_by_hash(profile).values())
+            best = min(best, time.perf_counter() - t)
+        out.append((name, best, n))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10000)
+    ap.add_argument("--params", type=int, default=300, help="params per run (a real run logs about 300)")
     args = ap.parse_args()
     print(f"machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} cores), "
           f"python {platform.python_version()}")
@@ -99,14 +122,16 @@ def main() -> None:
                                          check=True).stdout)
         print(f"plan of {len(plan['runs'])} runs (cold): {time.perf_counter() - t:.1f} s")
         t = time.perf_counter()
-        fill(f"sqlite:///{tmp / 'mlruns.db'}", "smoke", plan["runs"], tmp)
-        print(f"(filling the store with {len(plan['runs'])} runs took {time.perf_counter() - t:.0f} s)")
+        fill(f"sqlite:///{tmp / 'mlruns.db'}", "smoke", plan["runs"], tmp, args.params)
+        print(f"(filling the store with {len(plan['runs'])} runs of {args.params} params took {time.perf_counter() - t:.0f} s)")
         env, log = shimmed_env(tmp)
         for name, cmd in (("status", [*CLI, "status", "scale", *common, "--json"]),
                           ("report", [*CLI, "report", "scale", *common, "--format", "md"])):
             best, med, calls = timed(cmd, env, log)
             print(f"| reproduce {name} over {len(plan['runs'])} runs ({len(plan['runs']) // 2} with SLURM jobs) | "
                   f"{best:.2f} s (median {med:.2f} s) | {calls} scheduler calls |")
+        for name, best, n in read_both_ways(f"sqlite:///{tmp / 'mlruns.db'}", "smoke"):
+            print(f"| reading the {n} runs, {name}, in process | {best:.2f} s |")
 
 
 if __name__ == "__main__":

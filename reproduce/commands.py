@@ -57,7 +57,7 @@ def _short(v: Any) -> str:
 # ---- status ---------------------------------------------------------------------------------------------
 def cmd_status(args) -> int:
     profile, tables, runs = plan_args(args)
-    uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
+    uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir), read_only=True)
     mlruns = tracking.Tracker(uri).runs_by_hash(profile.name, {r.config_hash for r in runs})
     records = JobStore.at(args.workdir).records(profile.name)
     states = states_of(mlruns, records, (r.config_hash for r in runs))

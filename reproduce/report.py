@@ -324,7 +324,8 @@ def cmd_report(args) -> int:
     profile, specs, runs = plan_args(args)
     tracker, records = None, {}
     if not args.paper:
-        tracker = tracking.Tracker(tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)))
+        tracker = tracking.Tracker(tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir),
+                                                   read_only=True))
         records = JobStore.at(args.workdir).records(profile.name)
     tables = gather(profile, specs, runs, tracker, records)
     if args.format == "orderings":

@@ -129,14 +129,18 @@ def client(uri: str | None = None):
     return MlflowClient(tracking_uri=resolve_uri(uri))
 
 
-def check(uri: str | None = None, timeout: float = 10.0) -> str:
-    """Fail early, on one line, when the store cannot be used."""
+def check(uri: str | None = None, timeout: float = 10.0, read_only: bool = False) -> str:
+    """Fail early, on one line, when the store cannot be used. ``read_only`` (status, report):
+    a SQL store that answers a direct read is enough, without MLflow's 2 s to import and open
+    (``tracking_sql``); a new or unreadable one goes through MLflow as for a writer."""
     uri = resolve_uri(uri)
     if uri.startswith("sqlite:///"):
         parent = Path(uri[len("sqlite:///"):]).parent
         if not parent.is_dir():
             raise UserError(f"the MLflow store's folder {parent} does not exist",
                             hint="create it or pass --tracking-uri sqlite:///PATH/mlruns.db")
+    if read_only and _reads_directly(uri):
+        return uri
     # Answer fast here, but only here: the jobs this process submits inherit
     # its environment and must keep MLflow's own retries for a server's hiccups.
     fast = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
@@ -157,6 +161,17 @@ def check(uri: str | None = None, timeout: float = 10.0) -> str:
             if v is None:
                 os.environ.pop(k, None)
     return uri
+
+
+def _reads_directly(uri: str) -> bool:
+    from .tracking_sql import SqlRuns, is_sql
+    if not is_sql(uri) or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()):
+        return False
+    try:
+        SqlRuns(uri).experiment_id("musu-")
+        return True
+    except Exception:  # noqa: BLE001 - MLflow's own check below says what is wrong, on one line
+        return False
 
 
 @contextlib.contextmanager
@@ -190,8 +205,7 @@ class TrackedRun:
     run_id: str
     status: str                   # MLflow's RUNNING | FINISHED | FAILED | KILLED
     tags: Mapping[str, str]
-    metrics: Mapping[str, float]  # the latest value of each
-    params: Mapping[str, str]
+    metrics: Mapping[str, float]  # the latest value of each (params are read apart: ``Tracker.params``)
 
     @property
     def config_hash(self) -> str | None:
@@ -206,7 +220,7 @@ class TrackedRun:
     @classmethod
     def of(cls, run) -> "TrackedRun":
         data = run.data  # its dicts are built once by MLflow and handed over as they are, not copied
-        return cls(run.info.run_id, run.info.status, data.tags, data.metrics, data.params)
+        return cls(run.info.run_id, run.info.status, data.tags, data.metrics)
 
 
 SEARCH_PAGE = 50000  # MLflow's SEARCH_MAX_RESULTS_THRESHOLD for search_runs
@@ -222,11 +236,23 @@ class Tracker:
     """
 
     def __init__(self, uri: str | None = None, rank: int = 0) -> None:
-        from mlflow.tracking import MlflowClient
+        from .tracking_sql import SqlRuns, is_sql
         self.uri = resolve_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self._client = None
+        self._sql = None  # bulk reads without MLflow (tracking_sql)
+        if is_sql(self.uri):
+            with contextlib.suppress(Exception):  # no driver for it here: MLflow's client says so when used
+                self._sql = SqlRuns(self.uri)
         self.writes = rank == 0
         self._experiments: dict[str, str] = {}
+
+    @property
+    def client(self):
+        """MLflow's client, made on first use: a command that only reads a SQL store never imports MLflow."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
 
     # ---- reading -------------------------------------------------------------------------------------
     def experiment(self, profile: str) -> str:
@@ -247,8 +273,14 @@ class Tracker:
 
     def runs_by_hash(self, profile: str, hashes: Iterable[str] | None = None) -> dict[str, list[TrackedRun]]:
         """All runs of a profile, grouped by config hash (newest first): one paged query."""
-        exp = self.experiment(profile)
         wanted = set(hashes) if hashes is not None else None
+        if self._sql is not None:
+            from .tracking_sql import SchemaMismatch
+            try:
+                return self._runs_by_sql(profile, wanted)
+            except SchemaMismatch:
+                self._sql = None  # a schema this suite does not know: MLflow reads it
+        exp = self.experiment(profile)
         out: dict[str, list[TrackedRun]] = {}
         token = None
         # one config (a job's own): MLflow filters, instead of this reading the whole experiment
@@ -266,11 +298,24 @@ class Tracker:
             if not token:
                 return out
 
+    def _runs_by_sql(self, profile: str, wanted: set[str] | None) -> dict[str, list[TrackedRun]]:
+        exp = self._experiments.get(profile) or retry(lambda: self._sql.experiment_id(f"musu-{profile}"))
+        if exp is None:
+            return {}  # nothing logged yet: reading makes no experiment
+        self._experiments[profile] = exp
+        out: dict[str, list[TrackedRun]] = {}
+        for run_id, status, tags, metrics in retry(lambda: self._sql.runs(exp, TAG_HASH, wanted)):
+            out.setdefault(tags[TAG_HASH], []).append(TrackedRun(run_id, status, tags, metrics))
+        return out
+
     def runs_of(self, profile: str, config_hash: str) -> list[TrackedRun]:
         return self.runs_by_hash(profile, {config_hash}).get(config_hash, [])
 
     def run(self, run_id: str) -> TrackedRun:
         return TrackedRun.of(retry(lambda: self.client.get_run(run_id)))
+
+    def params(self, run_id: str) -> dict[str, str]:
+        return dict(retry(lambda: self.client.get_run(run_id)).data.params)
 
     def artifact(self, run_id: str, name: str, folder: str | Path) -> Path | None:
         """A run's artifact ``name`` downloaded into ``folder``; None when the run has none."""
@@ -333,7 +378,7 @@ class Tracker:
         if not self.writes or run_id is None:
             return
         from mlflow.entities import Param
-        existing = self.run(run_id).params
+        existing = self.params(run_id)
         todo = [Param(k, str(v)) for k, v in params.items() if k not in existing]
         for i in range(0, len(todo), 100):
             retry(lambda: self.client.log_batch(run_id, params=todo[i:i + 100]))

@@ -23,7 +23,7 @@ def test_a_tracker_for_another_rank_reads_but_never_writes(tmp_path):
     main.end(run_id, "FINISHED", {tracking.TAG_STATE: "finished"})
     (run,) = other.runs_of("ci", "h1")
     assert (run.run_id, run.status, run.config_hash, run.evaluated) == (run_id, "FINISHED", "h1", True)
-    assert run.metrics["AP"] == 40.5 and dict(run.params) == {"a": "1", "b": "2"} and run.tags[tracking.TAG_ROW] == "r"
+    assert run.metrics["AP"] == 40.5 and main.params(run_id) == {"a": "1", "b": "2"} and run.tags[tracking.TAG_ROW] == "r"
     # an unsettled run is reopened, a settled one is not: the next open makes a new run
     assert main.open_run("ci", "h1", {}, "row@h1") != run_id
     assert len(main.runs_of("ci", "h1")) == 2
