@@ -61,16 +61,16 @@ def cmd_status(args) -> int:
     mlruns = tracking.Tracker(uri).runs_by_hash(profile.name, {r.config_hash for r in runs})
     records = JobStore.at(args.workdir).records(profile.name)
     states = states_of(mlruns, records, (r.config_hash for r in runs))
-    by_row = {}
+    by_row: dict[tuple[str, str], list[Run]] = {}  # a row of several seeds: one run each, each shown
     for run in runs:
         for t, row in run.rows:
-            by_row[(t, row)] = (run, states[run.config_hash])
+            by_row.setdefault((t, row), []).append(run)
     if args.json:
-        json.dump([dict(table=t.name, row=row.name, config_hash=by_row[(t.name, row.name)][0].config_hash,
-                        state=by_row[(t.name, row.name)][1].state, detail=by_row[(t.name, row.name)][1].detail,
-                        seconds_left=by_row[(t.name, row.name)][1].seconds_left,
-                        stale=by_row[(t.name, row.name)][1].stale)
-                   for t in tables for row in t.rows if (t.name, row.name) in by_row], sys.stdout, indent=1)
+        json.dump([dict(table=t.name, row=row.name, seed=run.seed, config_hash=run.config_hash,
+                        state=states[run.config_hash].state, detail=states[run.config_hash].detail,
+                        seconds_left=states[run.config_hash].seconds_left, stale=states[run.config_hash].stale)
+                   for t in tables for row in t.rows for run in by_row.get((t.name, row.name), [])],
+                  sys.stdout, indent=1)
         print()
         return 0
     for table in tables:
@@ -81,8 +81,11 @@ def cmd_status(args) -> int:
             if (table.name, row.name) not in by_row:
                 out.add_row(row.name, "-", "reference", "paper row, not trained")
                 continue
-            run, st = by_row[(table.name, row.name)]
-            out.add_row(escape(row.name), run.config_hash, st.state, escape(st.detail))
+            seeds = by_row[(table.name, row.name)]
+            for run in seeds:
+                st = states[run.config_hash]
+                name = row.name if len(seeds) == 1 else f"{row.name} (seed {run.seed})"
+                out.add_row(escape(name), run.config_hash, st.state, escape(st.detail))
         Console(highlight=False, width=160).print(out)
     counts = {}
     for st in states.values():

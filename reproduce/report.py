@@ -25,7 +25,7 @@ from .plan import Run
 from .profiles import Profile
 from .spec import SWEEPS_DIR, Table
 from .state import JobRecord, JobStore
-from .status import State, states_of
+from .status import RunState, State, states_of
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
 
@@ -142,7 +142,7 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
             # Seeds of a row are separate runs (their hashes differ by seed).
             seeds = [r.config_hash for r in runs if (table.name, row.name) in r.rows]
             agg = finished.loc[finished.index.isin(seeds)]
-            st = states[run.config_hash]
+            st = states[seeds[0]]
             for cell in cells:
                 if cell.metric not in agg:
                     continue
@@ -153,8 +153,8 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
                     cell.std = float(values.std()) if len(values) > 1 else None
                     if len(values) < len(seeds):  # a mean of some seeds says so; it is never "best"
                         cell.seeds = (len(values), len(seeds))
-            status = State.FINISHED if len(agg) == len(seeds) else st.state
-            rows.append(ReportRow(row.name, row.label, row.section, status, st.detail, len(agg), cells,
+            status, detail = row_state([states[h] for h in seeds if h not in agg.index], len(seeds), st)
+            rows.append(ReportRow(row.name, row.label, row.section, status, detail, len(agg), cells,
                                   row.switches, stale=any(states[h].stale for h in seeds if h in states),
                                   submit=[settled[h].testdev for h in seeds if h in settled and settled[h].testdev],
                                   finished_ids=[settled[h].finished_id for h in seeds
@@ -166,6 +166,23 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
 
 
 MAPS = "consistency_maps.png"  # the artifact each job draws (musu.models.consistency_hook)
+
+
+# Which unsettled seed speaks for a row: the one a user must act on first.
+URGENCY = (State.FAILED, State.KILLED, State.INTERRUPTED, State.CANCELLED, State.UNKNOWN, State.RUNNING,
+           State.QUEUED, State.PENDING)
+
+
+def row_state(unsettled: list[RunState], planned: int, first: RunState) -> tuple[State, str]:
+    """A row of several seeds is finished once all are; until then it stands where its most
+    urgent unsettled seed stands, and says how many seeds are done."""
+    if not unsettled:
+        return State.FINISHED, first.detail if planned == 1 else f"{planned}/{planned} seeds finished"
+    lead = min(unsettled, key=lambda s: URGENCY.index(s.state) if s.state in URGENCY else len(URGENCY))
+    if planned == 1:
+        return lead.state, lead.detail
+    done = planned - len(unsettled)
+    return lead.state, f"{done}/{planned} seeds finished; {lead.state}" + (f": {lead.detail}" if lead.detail else "")
 
 
 def attach_maps(tables: list[ReportTable], tracker: tracking.Tracker, folder: Path) -> None:

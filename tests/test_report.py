@@ -152,13 +152,14 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
     other = [r for r in plan["runs"] if ["seeded", "other"] in r["rows"]]
     cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
     exp = tracking.Tracker(cl.tracking_uri).experiment("smoke")
-    for run, ap in ((musu[0], 5.0), (musu[1], 7.0), (other[0], 3.0)):  # the third seed never ran
+    for run, ap in ((musu[1], 5.0), (musu[2], 7.0), (other[0], 3.0)):  # the first seed never ran
         r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint()})
         cl.log_metric(r.info.run_id, "AP", ap)
         cl.set_terminated(r.info.run_id, "FINISHED")
     assert main(["report", "seeded", *common, "--format", "json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)[0]["rows"]}
-    assert rows["musu"]["status"] != "finished" and rows["musu"]["runs"] == 2
+    assert rows["musu"]["status"] == "pending" and rows["musu"]["runs"] == 2  # the row's last seed is finished
+    assert rows["musu"]["detail"].startswith("2/3 seeds finished; pending"), rows["musu"]["detail"]
     cell = rows["musu"]["cells"]["AP"]
     assert (cell["seeds_finished"], cell["seeds_planned"], cell["best"]) == (2, 3, False)
     assert rows["other"]["cells"]["AP"]["best"] is True  # the only complete row
@@ -168,6 +169,13 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
     for fmt in ("tex", "html"):
         assert main(["report", "seeded", *common, "--format", fmt]) == 0
         assert "2/3" in capsys.readouterr().out
+    # status shows each seed of the row, not one of them for all
+    assert main(["status", "seeded", *common, "--json"]) == 0
+    seen = [(r["seed"], r["state"]) for r in json.loads(capsys.readouterr().out) if r["row"] == "musu"]
+    assert seen == [(m["seed"], s) for m, s in zip(musu, ("pending", "finished", "finished"))], seen
+    assert main(["status", "seeded", *common]) == 0
+    out = capsys.readouterr().out
+    assert all(f"musu (seed {m['seed']})" in out for m in musu), out
 
 
 def test_values_that_print_alike_are_both_marked_best():
