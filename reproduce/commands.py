@@ -60,7 +60,8 @@ def cmd_status(args) -> int:
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir), read_only=True)
     mlruns = tracking.Tracker(uri).runs_by_hash(profile.name, {r.config_hash for r in runs})
     records = JobStore.at(args.workdir).records(profile.name)
-    states = states_of(mlruns, records, (r.config_hash for r in runs))
+    from .datasets import fingerprint_today
+    states = states_of(mlruns, records, (r.config_hash for r in runs), fingerprint_today(profile, args.workdir, runs))
     by_row: dict[tuple[str, str], list[Run]] = {}  # a row of several seeds: one run each, each shown
     for run in runs:
         for t, row in run.rows:
@@ -126,9 +127,10 @@ def cmd_run(args) -> int:
     # work dir waits, then finds them submitted and reattaches.
     with store.submitting():
         data_root = datasets.prepare(profile, workdir)
+        data = datasets.fingerprint_today(profile, workdir, runs)
         records = store.records(profile.name)
         states = states_of(tracker.runs_by_hash(profile.name, {r.config_hash for r in runs}), records,
-                           (r.config_hash for r in runs))
+                           (r.config_hash for r in runs), data)
         plan = decide(runs, states, args.rerun_stale)
         console.print(f"[bold]{len(runs)}[/] runs for {', '.join(t.name for t in tables)} on profile "
                       f"[bold]{profile.name}[/]: {len(plan.finished)} finished, {len(plan.attached)} already "
@@ -136,7 +138,8 @@ def cmd_run(args) -> int:
                       + (f" ({len(plan.stale)} stale, retrained)" if plan.stale else ""))
         old_code = sum(states[r.config_hash].stale for r in plan.finished)
         if old_code:
-            console.print(f"[yellow]{old_code} finished run(s) were trained with older code[/]; "
+            console.print(f"[yellow]{old_code} finished run(s) were trained with older code or on other "
+                          "annotations[/]; "
                           "`reproduce run --rerun-stale` retrains them")
         submission = Submission(profile, cluster, workdir, uri, data_root,
                                 cluster.torch_home(workdir), args.parallel, tuple(gpu_ids),
@@ -152,7 +155,7 @@ def cmd_run(args) -> int:
     if args.no_wait:
         console.print("submitted; follow with `reproduce status`, or `reproduce run` again to wait")
         return 0
-    return follow(runs, profile.name, tracker, store, args.poll, submission, cluster.max_requeues)
+    return follow(runs, profile.name, tracker, store, args.poll, submission, cluster.max_requeues, data)
 
 
 COLOURS = {State.FINISHED: "green", State.FAILED: "red", State.RUNNING: "cyan"}
@@ -179,7 +182,7 @@ def progress_table(runs: list[Run], states: dict[str, Any], elapsed: float) -> R
 
 
 def follow(runs: list[Run], profile: str, tracker: tracking.Tracker, store: JobStore, poll: float,
-           submission: Submission | None = None, max_requeues: int = 0) -> int:
+           submission: Submission | None = None, max_requeues: int = 0, data: str | None = None) -> int:
     """Wait for every run, showing progress; exit 1 if any failed.
 
     On a terminal the progress is a live table (rich) redrawn every poll;
@@ -198,7 +201,7 @@ def follow(runs: list[Run], profile: str, tracker: tracking.Tracker, store: JobS
         while True:
             records = store.records(profile)
             mlruns = tracker.runs_by_hash(profile, {r.config_hash for r in runs})
-            states = states_of(mlruns, records, (r.config_hash for r in runs))
+            states = states_of(mlruns, records, (r.config_hash for r in runs), data)
             if live is not None:
                 live.update(progress_table(runs, states, time.time() - start), refresh=True)
             else:

@@ -8,11 +8,22 @@ from .errors import UserError
 from .profiles import Profile
 
 
+def root_of(profile: Profile, base: Path) -> Path:
+    """Where the profile's dataset lies (a relative root is under the work dir ``base``)."""
+    root = Path(profile.dataset["root"])
+    return root if root.is_absolute() else base / root
+
+
+def fingerprint_today(profile: Profile, base: Path, runs: list) -> str | None:
+    """The fingerprint of the annotations the profile's runs would read now (``reproduce.fingerprint``)."""
+    from .fingerprint import data_fingerprint
+    return data_fingerprint(root_of(profile, base), runs[0].options) if runs else None
+
+
 def prepare(profile: Profile, base: Path) -> Path:
     """The dataset root, ready to train on; a clear error otherwise."""
     ds = profile.dataset
-    root = Path(ds["root"])
-    root = root if root.is_absolute() else base / root
+    root = root_of(profile, base)
     if ds["type"] == "synthetic":
         from musu.data import SyntheticSpec, generate
         try:

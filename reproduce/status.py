@@ -102,12 +102,25 @@ def killed_by_system(job: JobState, own_error: bool, my_uid: str | None = None) 
     return ""
 
 
+def stale_because(tracked: Tracked, code: str | None, data: str | None) -> str:
+    """Why a finished run is stale ('' when it is not): trained with other code than ``code``
+    (today's), or on annotations other than ``data`` (today's; a run that recorded none is not
+    called stale for it)."""
+    why = []
+    if code and tracked.finished_code != code:
+        why.append(f"trained with code {tracked.finished_code or 'of an older version'}, now {code}")
+    if data and tracked.finished_data and tracked.finished_data != data:
+        why.append(f"trained on annotations {tracked.finished_data}, now {data}")
+    return "; ".join(why)
+
+
 def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, code: str | None = None,
-             elsewhere: Claim | None = None, now: float | None = None) -> RunState:
+             elsewhere: Claim | None = None, now: float | None = None, data: str | None = None) -> RunState:
     """A run's state from its tracked run and its job.
 
     1. A finished MLflow run settles it, whatever the job says (``stale`` when
-       ``code``, today's code fingerprint, is not the one it was trained with).
+       ``code``, today's code fingerprint, or ``data``, today's annotations', is not
+       the one it was trained with: ``stale_because``).
     2. No job: an MLflow run left behind is ``interrupted``, unless a live job of another
        work dir holds it (``elsewhere``, its claim in MLflow: ``run_lease``), when it is
        ``running`` there; nothing is ``pending``.
@@ -123,7 +136,8 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
     """
     if tracked.finished is not None:
         detail = f"AP {tracked.finished.get('AP', float('nan')):.1f}"
-        stale = bool(code) and tracked.finished_code != code
+        why = stale_because(tracked, code, data)
+        stale = bool(why)
         if stale and job is not None and job.phase != "ended":
             # a rerun of a stale run in progress (`run --rerun-stale`): its job, and its own
             # MLflow run once it has one, say where it is
@@ -131,8 +145,7 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
                 else None
             return classify(Tracked(None, newer), job, my_uid)
         if stale:
-            detail += (f" (stale: trained with code {tracked.finished_code or 'of an older version'}, now {code}; "
-                       "`reproduce run --rerun-stale` retrains it)")
+            detail += f" (stale: {why}; `reproduce run --rerun-stale` retrains it)"
         return RunState(State.FINISHED, detail, dict(tracked.finished), stale=stale)
     latest = tracked.latest
     if job is None:
@@ -199,9 +212,11 @@ def earlier(states: tuple[str, ...]) -> str:
     return ", ".join(s if n == 1 else f"{s} ({n} times)" for s, n in counts.items())
 
 
-def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable[str]) -> dict[str, RunState]:
+def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable[str], data: str | None = None
+              ) -> dict[str, RunState]:
     """``classify`` of many runs: their MLflow runs and job records by config hash,
-    with one squeue and one sacct for all their SLURM jobs (``SlurmView``)."""
+    with one squeue and one sacct for all their SLURM jobs (``SlurmView``); ``data``:
+    today's fingerprint of the runs' annotations (``datasets.fingerprint_today``)."""
     from .executor import job_state
     from .fingerprint import code_fingerprint
     from .slurm_view import SlurmView
@@ -210,14 +225,14 @@ def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable
     runs = {h: tracked(mlruns.get(h, [])) for h in hashes}
     # A finished run's job is not asked about, unless the run is stale (a rerun may be under way).
     asking = {h: records[h] for h, tr in runs.items()
-              if (tr.finished is None or tr.finished_code != code) and records.get(h) is not None}
+              if (tr.finished is None or stale_because(tr, code, data)) and records.get(h) is not None}
     view = SlurmView.take(asking.values())
     now = time.time()
     # a live job of another work dir (``run_lease``) training a run this work dir holds no job of
     elsewhere = {h: live_holder(mlruns.get(h, []), None, now) for h, tr in runs.items()
                  if tr.finished is None and h not in asking}
     return {h: classify(tr, job_state(asking[h], view) if h in asking else None, code=code,
-                        elsewhere=elsewhere.get(h), now=now)
+                        elsewhere=elsewhere.get(h), now=now, data=data)
             for h, tr in runs.items()}
 
 
