@@ -136,14 +136,14 @@ def cmd_run(args) -> int:
                       f"[bold]{profile.name}[/]: {len(plan.finished)} finished, {len(plan.attached)} already "
                       f"submitted (reattaching), {len(plan.todo)} to submit to {cluster.name}"
                       + (f" ({len(plan.stale)} stale, retrained)" if plan.stale else ""))
-        old_code = sum(states[r.config_hash].stale for r in plan.finished)
-        if old_code:
-            console.print(f"[yellow]{old_code} finished run(s) were trained with older code or on other "
+        stale_left = sum(states[r.config_hash].stale for r in plan.finished)
+        if stale_left:
+            console.print(f"[yellow]{stale_left} finished run(s) were trained with older code or on other "
                           "annotations[/]; "
                           "`reproduce run --rerun-stale` retrains them")
         submission = Submission(profile, cluster, workdir, uri, data_root,
                                 cluster.torch_home(workdir), args.parallel, tuple(gpu_ids),
-                                frozenset(r.config_hash for r in plan.stale))
+                                {r.config_hash: states[r.config_hash].finished_id for r in plan.stale})
         submission.set_stale_aside(plan.stale)
         # Compute nodes may have no internet: every weight file the runs to submit
         # name is fetched here, now; the jobs read this cache and never download.

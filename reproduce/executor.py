@@ -153,7 +153,7 @@ def submit(cluster: Cluster, folder: Path, payloads: list[Payload], gpus: int, p
         jobs = [j for i in range(0, len(payloads), size) for j in ex.map_array(fn, payloads[i:i + size])]
     backend = "local" if cluster.is_local else "slurm"
     now = time.time()
-    return {p.config_hash: JobRecord(backend, str(j.job_id), str(j.paths.folder), now,
+    return {p.config_hash: JobRecord(backend, str(j.job_id), str(j.paths.folder), now, rerun_of=p.rerun_of or None,
                                      **(process_identity(int(j.job_id)) if cluster.is_local else {}))
             for p, j in zip(payloads, jobs)}
 

@@ -78,7 +78,7 @@ def _file_digest(path: Path) -> str | None:
         return None
     from .plan import cache_dir
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
-    cached = cache_dir().parent / "data" / f"{key}.json"
+    cached = cache_dir("data") / f"{key}.json"
     try:
         return json.loads(cached.read_text())["sha256"]
     except (OSError, ValueError, KeyError):

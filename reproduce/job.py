@@ -262,7 +262,7 @@ def run_training(payload: Payload) -> dict:
     # seconds) must not train, or log, a second time; a rerun of a stale run
     # (`run --rerun-stale`) trains unless a run with today's code and data has finished.
     done = tracking.finished_run(tracker.runs_of(payload.profile, payload.config_hash))
-    if done is not None and (not payload.rerun or not stale_because(tracking.tracked([done]), code, data)):
+    if done is not None and (not payload.rerun_of or not stale_because(tracking.tracked([done]), code, data)):
         print(f"[reproduce] {payload.config_hash} already finished (MLflow run {done.run_id}); nothing to train",
               flush=True)
         return dict(done.metrics)

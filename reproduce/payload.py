@@ -41,7 +41,8 @@ class Payload:
     slot_dir: str = ""               # local jobs: where the machine-wide slot locks live
     slots: int = 1                   # local jobs: how many train at once
     local_gpu_ids: tuple[str, ...] = ()
-    rerun: bool = False              # `run --rerun-stale`: train although an older code's run finished
+    rerun_of: str = ""               # `run --rerun-stale`: the stale finished MLflow run this job trains
+                                     # again (it trains although that run finished)
 
     @property
     def run_name(self) -> str:

@@ -232,9 +232,10 @@ def _mmdet_version() -> str:
         return "unknown"
 
 
-def cache_dir() -> Path:
+def cache_dir(kind: str = "plans") -> Path:
+    """The suite's cache of ``kind`` (plans, data digests), under XDG_CACHE_HOME."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "musu-reproduce" / "plans"
+    return Path(base) / "musu-reproduce" / kind
 
 
 def _cache_load(key: str) -> list[Run] | None:

@@ -32,6 +32,8 @@ class JobRecord:
     started_ticks: str | None = None
     cancelled: float | None = None    # when `reproduce cancel` stopped it
     resubmits: int = 0                # how often `run` resubmitted the run after the system killed its job
+    rerun_of: str | None = None       # a rerun's job (`run --rerun-stale`): the stale finished MLflow run
+                                      # it replaces; the job that trained that run is no rerun of it
     earlier: tuple["JobRecord", ...] = ()  # the run's earlier jobs, oldest first (`reproduce logs --attempt`)
 
     @property

@@ -50,6 +50,7 @@ class RunState:
     metrics: dict | None = None
     seconds_left: float | None = None  # a running row's estimate, from its recent rate
     stale: bool = False                # finished with code other than today's (see reproduce.fingerprint)
+    finished_id: str = ""              # the finished MLflow run a FINISHED state stands on
 
 
 def running_detail(progress: str, where: str, rate: float | None, loss: float | None) -> tuple[str, float | None]:
@@ -120,7 +121,8 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
 
     1. A finished MLflow run settles it, whatever the job says (``stale`` when
        ``code``, today's code fingerprint, or ``data``, today's annotations', is not
-       the one it was trained with: ``stale_because``).
+       the one it was trained with: ``stale_because``), unless ``job`` is a rerun of
+       that stale run (``JobRecord.rerun_of``), which then says where the rerun is.
     2. No job: an MLflow run left behind is ``interrupted``, unless a live job of another
        work dir holds it (``elsewhere``, its claim in MLflow: ``run_lease``), when it is
        ``running`` there; nothing is ``pending``.
@@ -138,15 +140,17 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
         detail = f"AP {tracked.finished.get('AP', float('nan')):.1f}"
         why = stale_because(tracked, code, data)
         stale = bool(why)
-        if stale and job is not None and job.phase != "ended":
-            # a rerun of a stale run in progress (`run --rerun-stale`): its job, and its own
-            # MLflow run once it has one, say where it is
-            newer = tracked.latest if tracked.latest is not None and tracked.latest.run_id != tracked.finished_id \
-                else None
+        newer = tracked.latest if tracked.latest is not None and tracked.latest.run_id != tracked.finished_id \
+            else None
+        if stale and job is not None and (job.phase != "ended" or newer is not None or job.result != "success"):
+            # the job of a rerun of this stale run (`run --rerun-stale`; ``states_of`` passes no
+            # other job of a finished run): it, and its own MLflow run once it has one, say
+            # where the rerun is, unless it ended finding nothing to train
             return classify(Tracked(None, newer), job, my_uid)
         if stale:
             detail += f" (stale: {why}; `reproduce run --rerun-stale` retrains it)"
-        return RunState(State.FINISHED, detail, dict(tracked.finished), stale=stale)
+        return RunState(State.FINISHED, detail, dict(tracked.finished), stale=stale,
+                        finished_id=tracked.finished_id or "")
     latest = tracked.latest
     if job is None:
         if latest is not None and elsewhere is not None:
@@ -223,9 +227,10 @@ def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable
     from .tracking import tracked
     code = code_fingerprint()
     runs = {h: tracked(mlruns.get(h, [])) for h in hashes}
-    # A finished run's job is not asked about, unless the run is stale (a rerun may be under way).
-    asking = {h: records[h] for h, tr in runs.items()
-              if (tr.finished is None or stale_because(tr, code, data)) and records.get(h) is not None}
+    # A finished run's job is not asked about, unless it is a rerun of that run, now stale: the
+    # job that trained it may still be exiting, and is no rerun (it would read as one waiting).
+    asking = {h: records[h] for h, tr in runs.items() if records.get(h) is not None and (
+        tr.finished is None or (records[h].rerun_of == tr.finished_id and stale_because(tr, code, data)))}
     view = SlurmView.take(asking.values())
     now = time.time()
     # a live job of another work dir (``run_lease``) training a run this work dir holds no job of

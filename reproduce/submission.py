@@ -11,7 +11,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from .clusters import Cluster
 from .payload import Payload
@@ -58,7 +58,8 @@ class Submission:
     torch_home: Path
     parallel: int = 1
     local_gpu_ids: tuple[str, ...] = ()
-    stale: frozenset[str] = frozenset()  # config hashes retrained although an older code's run finished
+    stale: Mapping[str, str] = field(default_factory=dict)  # config hash -> the stale finished MLflow run
+                                                            # retrained (`run --rerun-stale`)
 
     @property
     def store(self) -> JobStore:
@@ -72,8 +73,11 @@ class Submission:
         """Where a run's checkpoints live: one folder per profile and config hash."""
         return self.workdir / "work_dirs" / self.profile.name / run.config_hash
 
-    def payload(self, run: Run) -> Payload:
+    def payload(self, run: Run, record: JobRecord | None = None) -> Payload:
+        """``record``: the run's last job; a run whose last job was a rerun (killed, failed) is
+        submitted as that rerun again."""
         prof = self.profile
+        rerun_of = self.stale.get(run.config_hash) or (record.rerun_of if record is not None else None) or ""
         return Payload(config_hash=run.config_hash, config=run.config_name, options=run.options,
                        profile=prof.name, rows=tuple(run.rows), seed=run.seed, tracking_uri=self.tracking_uri,
                        work_dir=str(self.work_dir(run)), data_root=str(self.data_root),
@@ -81,7 +85,7 @@ class Submission:
                        launcher="slurm" if prof.processes > 1 else "none", gpus=prof.gpus, processes=prof.processes,
                        torch_home=str(self.torch_home), signal_delay_s=self.cluster.signal_delay_s,
                        slot_dir=str(self.workdir / ".reproduce" / "slots"), slots=self.parallel,
-                       local_gpu_ids=self.local_gpu_ids, rerun=run.config_hash in self.stale)
+                       local_gpu_ids=self.local_gpu_ids, rerun_of=rerun_of)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -100,8 +104,8 @@ class Submission:
                ) -> dict[str, JobRecord]:
         """Submit ``runs`` and record their jobs, each after the run's earlier jobs."""
         from .executor import submit
-        jobs = submit(self.cluster, self.submitit_folder, [self.payload(r) for r in runs], self.profile.gpus,
-                      self.profile.processes)
+        payloads = [self.payload(r, records.get(r.config_hash)) for r in runs]
+        jobs = submit(self.cluster, self.submitit_folder, payloads, self.profile.gpus, self.profile.processes)
         new = {h: records[h].then(job, resubmitted) if h in records else job for h, job in jobs.items()}
         self.store.save(self.profile.name, new)
         return new

@@ -47,6 +47,11 @@ TAG_TESTDEV = "musu.testdev_detections"  # the detections file of an unlabeled t
 TAG_CREATED_BY = "musu.create_token"  # one per Tracker._create_once call: finds a run a lost answer created
 
 
+def experiment_name(profile: str) -> str:
+    """The MLflow experiment of a profile's runs."""
+    return f"musu-{profile}"
+
+
 def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
     """Flag, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///<default_dir or cwd>/mlruns.db``
     (absolute, so jobs started in other directories find the same store)."""
@@ -260,7 +265,7 @@ class Tracker:
         """The experiment id of a profile's runs (``musu-PROFILE``), made on first use."""
         if profile in self._experiments:
             return self._experiments[profile]
-        name = f"musu-{profile}"
+        name = experiment_name(profile)
         exp = retry(lambda: self.client.get_experiment_by_name(name))
         if exp is None:
             try:
@@ -300,7 +305,7 @@ class Tracker:
                 return out
 
     def _runs_by_sql(self, profile: str, wanted: set[str] | None) -> dict[str, list[TrackedRun]]:
-        exp = self._experiments.get(profile) or retry(lambda: self._sql.experiment_id(f"musu-{profile}"))
+        exp = self._experiments.get(profile) or retry(lambda: self._sql.experiment_id(experiment_name(profile)))
         if exp is None:
             return {}  # nothing logged yet: reading makes no experiment
         self._experiments[profile] = exp

@@ -60,6 +60,8 @@ class SqlRuns:
         if wanted is not None and len(wanted) == 1:  # one config (a job's own): the database filters
             scope += (" AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = :hkey AND value = :hval)")
             params.update(hkey=hash_tag, hval=next(iter(wanted)))
+        # Three reads, no shared snapshot: the status is read first, so a run ending between the
+        # reads shows RUNNING with its last metrics, never FINISHED without the AP logged before.
         order = self._query(f"SELECT r.run_uuid, r.status FROM runs r WHERE {scope} "
                             "ORDER BY r.start_time DESC, r.run_uuid", **params)
         tags: dict[str, dict[str, str]] = defaultdict(dict)

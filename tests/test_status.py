@@ -230,3 +230,65 @@ def test_a_job_that_found_its_run_held_reads_as_that_run():
     assert st.state == State.RUNNING and "another job holds it" in st.detail
     st = classify(attempt("KILLED", state_tag="interrupted"), slurm("ended", "completed", result="held"), ME)
     assert st.state == State.KILLED and "submits it again" in st.detail
+
+
+def _stale_finished(newer: tuple[str, str] | None = None):
+    """One config's MLflow runs: a run finished with older code (id ``old``), and a newer attempt."""
+    from reproduce import tracking
+    runs = [tracking.TrackedRun("old", "FINISHED", {tracking.TAG_HASH: "h", tracking.TAG_CODE: "0123456789ab"},
+                                {"AP": 40.0})]
+    if newer is not None:
+        runs.insert(0, tracking.TrackedRun(newer[0], newer[1], {tracking.TAG_HASH: "h",
+                                                                tracking.TAG_ERROR: "RuntimeError: boom"}, {}))
+    return runs
+
+
+def test_the_job_that_trained_a_stale_run_is_no_rerun_of_it(tmp_path):
+    """Seen in CI: `run` returned once the run was FINISHED, while its local job was still
+    exiting; the annotations then changed, and `status` read the stale run as a rerun
+    waiting for a slot (`queued`). Only a job of `run --rerun-stale` is a rerun of it."""
+    import os
+    import socket
+
+    from reproduce.executor import process_identity
+    from reproduce.status import states_of
+    alive = JobRecord("local", str(os.getpid()), str(tmp_path), time.time(), **process_identity(os.getpid()))
+    assert alive.host == socket.gethostname()
+    (st,) = states_of({"h": _stale_finished()}, {"h": alive}, ["h"]).values()
+    assert st.state == State.FINISHED and st.stale and st.finished_id == "old", st
+    (st,) = states_of({"h": _stale_finished()}, {"h": replace(alive, rerun_of="old")}, ["h"]).values()
+    assert st.state == State.QUEUED and "waiting for a free slot" in st.detail, st
+    (st,) = states_of({"h": _stale_finished(("new", "RUNNING"))}, {"h": replace(alive, rerun_of="old")},
+                      ["h"]).values()
+    assert st.state == State.RUNNING, st
+
+
+def test_a_rerun_that_ended_says_how_unless_it_found_nothing_to_train():
+    from reproduce import tracking
+    stale = tracking.tracked(_stale_finished())
+    failed = tracking.tracked(_stale_finished(("new", "FAILED")))
+    st = classify(failed, local("ended", state="ended", result="error"), ME, code="c0de")
+    assert st.state == State.FAILED and "boom" in st.detail, st
+    held = classify(stale, local("ended", state="ended", result="held"), ME, code="c0de")
+    assert held.state == State.KILLED, held
+    nothing = classify(stale, local("ended", state="ended", result="success"), ME, code="c0de")
+    assert nothing.state == State.FINISHED and nothing.stale, nothing
+
+
+def test_a_rerun_submitted_again_stays_a_rerun(tmp_path):
+    """A rerun killed or failed, submitted again (by `run`'s follow loop or by the user),
+    trains as the rerun it was: a plain payload would find the stale run finished and stop."""
+    from conftest import make_sweeps
+
+    from reproduce.clusters import load_cluster
+    from reproduce.plan import plan_tables
+    from reproduce.submission import Submission
+    profile, _, (run,) = plan_tables("ci", "one", make_sweeps(tmp_path))
+    rerun_job = JobRecord("local", "4242", str(tmp_path), 1.0, rerun_of="old")
+    plain = Submission(profile, load_cluster("local"), tmp_path, "sqlite:///x", tmp_path, tmp_path / "w")
+    assert plain.payload(run).rerun_of == ""
+    assert plain.payload(run, rerun_job).rerun_of == "old"
+    assert plain.payload(run, replace(rerun_job, rerun_of=None)).rerun_of == ""
+    asked = replace(plain, stale={run.config_hash: "older"})
+    assert asked.payload(run, rerun_job).rerun_of == "older"
+    assert JobRecord.from_json(rerun_job.to_json()).rerun_of == "old"
