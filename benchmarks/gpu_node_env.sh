@@ -9,8 +9,8 @@
 # made where PyPI is reachable, for example for a Python 3.12 node:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d WHEELS ...
 # and mmcv's sdist (mmcv-2.1.0.tar.gz), which is built here against the node's
-# torch with CUDA kernels for the detection ops only (scripts/mmcv_cuda_subset.py;
-# MMCV_CUDA_OPS=all builds every kernel). A wheel mmcv-2.1.0-*.whl in WHEELS is
+# torch with the detection ops only, on CPU and CUDA (scripts/mmcv_subset.py, as
+# scripts/bootstrap.sh builds them; MMCV_CUDA_OPS=all builds every op). A wheel mmcv-2.1.0-*.whl in WHEELS is
 # installed instead of building. Nothing is installed outside PREFIX.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +36,7 @@ if [ ${#mmcv_wheel[@]} -eq 0 ]; then
     [ ${#sdist[@]} -eq 1 ] || { say "error: neither an mmcv wheel nor mmcv-2.1.0.tar.gz in $WHEELS; add one (pip download --no-binary :all: --no-deps mmcv==2.1.0)"; exit 2; }
     rm -rf "$PREFIX/mmcv-2.1.0" && tar xzf "${sdist[0]}" -C "$PREFIX"
     if [ "${MMCV_CUDA_OPS:-}" != all ]; then
-        "$PY" "$ROOT/scripts/mmcv_cuda_subset.py" "$PREFIX/mmcv-2.1.0" ${MMCV_CUDA_OPS:+--ops "$MMCV_CUDA_OPS"}
+        "$PY" "$ROOT/scripts/mmcv_subset.py" "$PREFIX/mmcv-2.1.0" ${MMCV_CUDA_OPS:+--ops "$MMCV_CUDA_OPS"}
     fi
     arch="${TORCH_CUDA_ARCH_LIST:-$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}"
     say "building mmcv 2.1.0 for torch $("$PY" -c 'import torch; print(torch.__version__)'), CUDA arch $arch, $(nproc) jobs (log: $PREFIX/mmcv-build.log)"

@@ -99,6 +99,16 @@ def _dcn(device: str) -> str:
     return f"mmcv DCNv2 forward and backward on {device}"
 
 
+def _dcn_v1(device: str) -> str:
+    import torch
+    from mmcv.ops import DeformConv2dPack
+    conv = DeformConv2dPack(4, 4, 3, padding=1).to(device)
+    out = conv(torch.randn(1, 4, 8, 8, device=device))
+    out.sum().backward()
+    assert out.shape == (1, 4, 8, 8)
+    return f"mmcv DCNv1 forward and backward on {device}"
+
+
 def _focal(device: str) -> str:
     import torch
     if not device.startswith("cuda"):
@@ -192,3 +202,31 @@ def require(cfg, *, device: str | None = None, gpus: int = 0, tracking_uri: str 
     if failed:
         raise PreflightError("preflight failed: " + "; ".join(c.line() for c in failed))
     return checks
+
+
+def mmcv_ops(device: str) -> list[Check]:
+    """Every mmcv op the suite's configs call, once on tiny tensors: what a build of mmcv
+    (scripts/bootstrap.sh, its op subset included) must pass before it is called ready."""
+    fix = "remove the wheel cache's folder for this build key and rerun scripts/bootstrap.sh"
+    return [_try("nms", lambda: _nms(device), fix), _try("dcnv2", lambda: _dcn(device), fix),
+            _try("dcnv1", lambda: _dcn_v1(device), fix), _try("focal_loss", lambda: _focal(device), fix)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m reproduce.preflight", description=mmcv_ops.__doc__)
+    ap.add_argument("--ops", action="store_true", required=True,
+                    help="run each mmcv op the suite calls on the CPU, and on the GPU where one is seen")
+    ap.parse_args(argv)
+    import torch
+    devices = ["cpu"] + (["cuda:0"] if torch.cuda.is_available() else [])
+    failed = 0
+    for device in devices:
+        for check in mmcv_ops(device):
+            print(("ok    " if check.ok else "FAILED ") + check.line())
+            failed += not check.ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

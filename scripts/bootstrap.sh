@@ -7,6 +7,11 @@
 #                                    toolkit and a CUDA build of torch are found, else CPU ops
 #   scripts/bootstrap.sh --cuda      CUDA ops or a one-line error (no toolkit, CPU-only torch)
 #   scripts/bootstrap.sh --cpu       CPU ops even where CUDA is found
+#   scripts/bootstrap.sh --all-ops   every mmcv op (the full build: about 15 minutes on 2 cores for CPU ops,
+#                                    an hour or more for CUDA ops); by default only the ops the suite's
+#                                    configs call are built (scripts/mmcv_subset.py: about 2 minutes), and
+#                                    any other op raises one line naming --all-ops
+#   scripts/bootstrap.sh --print-key prints the mmcv build key and its wheel folder, and exits
 #   scripts/bootstrap.sh --system    also the Debian packages the *tests* use (local SLURM,
 #                                    MariaDB, pdflatex, Chromium): installed as root, else skipped
 #                                    with one line. The main job needs none of them.
@@ -15,7 +20,9 @@
 #                         a torch already in .venv within mmdet 3.3's range is kept
 #   CUDA_HOME, TORCH_CUDA_ARCH_LIST   the toolkit and the architectures to build for
 #                         (default: the GPUs visible here, else 8.0;9.0 (+7.0 before CUDA 13))
-#   MUSU_WHEEL_CACHE      where built mmcv wheels are kept, one folder per build key
+#   MUSU_MMCV_OPS         the ops to build instead of the suite's (comma-separated mmcv op names)
+#   MUSU_WHEEL_CACHE      where built mmcv wheels are kept, one folder per build key (the op set is
+#                         part of the key)
 #                         (default ~/.cache/musu-wheels)
 #   BOOTSTRAP_QUIET=1     print only errors;  BOOTSTRAP_FORCE=1  redo every step
 set -euo pipefail
@@ -28,15 +35,18 @@ MMCV=2.1.0
 say() { [ "${BOOTSTRAP_QUIET:-0}" = 1 ] || echo "[bootstrap] $*" >&2; }
 die() { echo "[bootstrap] error: $*" >&2; exit 2; }
 
-MODE=auto SYSTEM=0
+MODE=auto SYSTEM=0 ALLOPS=0 PRINT_KEY=0
 for arg in "$@"; do
     case "$arg" in
         --cuda) MODE=cuda ;;
         --cpu) MODE=cpu ;;
         --system) SYSTEM=1 ;;
-        *) die "unknown option $arg (use --cuda, --cpu or --system)" ;;
+        --all-ops) ALLOPS=1 ;;
+        --print-key) PRINT_KEY=1 ;;
+        *) die "unknown option $arg (use --cuda, --cpu, --all-ops, --system or --print-key)" ;;
     esac
 done
+[ "$ALLOPS" = 0 ] || [ -z "${MUSU_MMCV_OPS:-}" ] || die "--all-ops and MUSU_MMCV_OPS=$MUSU_MMCV_OPS ask for two op sets; unset MUSU_MMCV_OPS or drop --all-ops"
 
 # A CUDA toolkit: nvcc on PATH, or CUDA_HOME with bin/nvcc.
 NVCC=""
@@ -44,9 +54,9 @@ if [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then NVCC="$CUDA_HOM
 elif command -v nvcc >/dev/null; then NVCC="$(command -v nvcc)"; fi
 [ "$MODE" != cuda ] || [ -n "$NVCC" ] || die "--cuda: no CUDA toolkit found (nvcc not on PATH, CUDA_HOME unset); load your cluster's CUDA module or set CUDA_HOME, or drop --cuda for CPU ops"
 
-want="$(cat pyproject.toml scripts/bootstrap.sh scripts/system-packages.txt | sha256sum | cut -d' ' -f1)"
-want="$want $MODE $SYSTEM ${NVCC:-nonvcc} ${TORCH_CUDA_ARCH_LIST:-} ${MUSU_TORCH:-}"
-if [ "${BOOTSTRAP_FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+want="$(cat pyproject.toml scripts/bootstrap.sh scripts/mmcv_subset.py scripts/system-packages.txt | sha256sum | cut -d' ' -f1)"
+want="$want $MODE $SYSTEM $ALLOPS ${MUSU_MMCV_OPS:-} ${NVCC:-nonvcc} ${TORCH_CUDA_ARCH_LIST:-} ${MUSU_TORCH:-}"
+if [ "$PRINT_KEY" = 0 ] && [ "${BOOTSTRAP_FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     exit 0
 fi
 
@@ -113,37 +123,60 @@ if [ "$USE_CUDA" = 1 ]; then
         fi
     fi
     export TORCH_CUDA_ARCH_LIST
-    KEY="mmcv$MMCV-torch$TORCH_VER-cu$TORCH_CUDA-sm${TORCH_CUDA_ARCH_LIST//[;. ]/_}-$PYTAG"
+    KEY="mmcv$MMCV-torch$TORCH_VER-cu$TORCH_CUDA-sm${TORCH_CUDA_ARCH_LIST//[;. ]/_}"
 else
-    KEY="mmcv$MMCV-torch$TORCH_VER-cpu-$PYTAG"
+    KEY="mmcv$MMCV-torch$TORCH_VER-cpu"
 fi
+# the op set: every op, or the subset scripts/mmcv_subset.py names (an unknown op is refused
+# when the sources are trimmed, before anything is built)
+if [ "$ALLOPS" = 1 ]; then OPSKEY=allops
+else OPSKEY="$("$VPY" scripts/mmcv_subset.py --key ${MUSU_MMCV_OPS:+--ops "$MUSU_MMCV_OPS"})"; fi
+KEY="$KEY-$OPSKEY-$PYTAG"
+if [ "$PRINT_KEY" = 1 ]; then echo "$KEY ${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}/$KEY"; exit 0; fi
 say "mmcv build key: $KEY"
 
 installed_key="$(cat "$VENV/.mmcv-build" 2>/dev/null || true)"
 if [ "$installed_key" != "$KEY" ] || ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV'" 2>/dev/null; then
     WHEELS="${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}/$KEY"
     mkdir -p "$WHEELS"
-    if ! ls "$WHEELS"/mmcv-$MMCV-*.whl >/dev/null 2>&1 && [ "$USE_CUDA" = 1 ]; then
-        # OpenMMLab's index has prebuilt CUDA wheels for older torch releases only.
+    if ! ls "$WHEELS"/mmcv-$MMCV-*.whl >/dev/null 2>&1 && [ "$USE_CUDA" = 1 ] && [ "$ALLOPS" = 1 ]; then
+        # OpenMMLab's index has prebuilt CUDA wheels (every op) for older torch releases only.
         index="https://download.openmmlab.com/mmcv/dist/cu${TORCH_CUDA//./}/torch${TORCH_VER%.*}.0/index.html"
         "${PIP[@]}" download --no-deps --only-binary=:all: -d "$WHEELS" -f "$index" --timeout 30 "mmcv==$MMCV" \
             >/dev/null 2>&1 && say "prebuilt mmcv $MMCV for torch $TORCH_VER / CUDA $TORCH_CUDA from OpenMMLab's index" \
             || say "no prebuilt mmcv $MMCV for torch $TORCH_VER / CUDA $TORCH_CUDA: building from source"
     fi
     if ! ls "$WHEELS"/mmcv-$MMCV-*.whl >/dev/null 2>&1; then
+        "${PIP[@]}" install 'setuptools<70' 2>/dev/null
+        if [ "$ALLOPS" = 1 ]; then
+            what="every op"; TARGET="mmcv==$MMCV"
+            if [ "$USE_CUDA" = 1 ]; then took="an hour or more on 2 cores"; else took="about 15 minutes on 2 cores"; fi
+        else
+            # the sdist, trimmed to the op subset, built from its folder
+            # (the sdist is kept beside the wheels: another op set needs no second download)
+            SDIST="${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}/sdist"
+            [ -f "$SDIST/mmcv-$MMCV.tar.gz" ] || "${PIP[@]}" download --no-deps --no-binary :all: \
+                --no-build-isolation -d "$SDIST" "mmcv==$MMCV" >/dev/null
+            SRC="$(mktemp -d)"; trap 'rm -rf "$SRC"' EXIT
+            tar -xzf "$SDIST/mmcv-$MMCV.tar.gz" -C "$SRC"
+            "$VPY" scripts/mmcv_subset.py "$SRC/mmcv-$MMCV" ${MUSU_MMCV_OPS:+--ops "$MUSU_MMCV_OPS"}
+            ops="${OPSKEY#ops-}"; what="the ops ${ops//-/, } only (--all-ops builds every op)"; TARGET="$SRC/mmcv-$MMCV"
+            if [ "$USE_CUDA" = 1 ]; then took="4 of mmcv's 59 CUDA files"; else took="about 2 minutes on 2 cores"; fi
+        fi
+        if [ "$USE_CUDA" = 1 ]; then
+            say "building mmcv $MMCV with CUDA $TORCH_CUDA kernels for sm $TORCH_CUDA_ARCH_LIST, $what ($took; once per key)"
+        else
+            say "building mmcv $MMCV with CPU ops, $what ($took; once per key)"
+        fi
         # mmcv 2.1.0 ships only as source; its setup.py imports pkg_resources
         # (gone from setuptools >= 70) and torch, hence the pinned setuptools
         # and no build isolation. --no-cache-dir: pip's own wheel cache is
         # keyed by the source alone and would hand back a wheel built for
-        # another torch, CUDA or architecture.
-        if [ "$USE_CUDA" = 1 ]; then
-            say "building mmcv $MMCV with CUDA $TORCH_CUDA ops for sm $TORCH_CUDA_ARCH_LIST (an hour or more on 2 cores; once per key)"
-        else
-            say "building mmcv $MMCV with CPU ops (about 9 minutes on 2 cores, once per key)"
-        fi
-        "${PIP[@]}" install 'setuptools<70' 2>/dev/null
+        # another torch, CUDA, architecture or op set. Its log goes to a file, shown on failure.
+        LOG="$WHEELS/build.log"
         MMCV_WITH_OPS=1 FORCE_CUDA="$USE_CUDA" MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel --no-cache-dir \
-            --no-build-isolation --no-deps -w "$WHEELS" "mmcv==$MMCV"
+            --no-build-isolation --no-deps -w "$WHEELS" "$TARGET" >"$LOG" 2>&1 \
+            || { tail -n 40 "$LOG" >&2; die "the mmcv build failed (the whole log: $LOG)"; }
     fi
     "${PIP[@]}" install --no-deps --force-reinstall "$WHEELS"/mmcv-$MMCV-*.whl
     echo "$KEY" > "$VENV/.mmcv-build"
@@ -151,6 +184,9 @@ fi
 "${PIP[@]}" install -e ".[test]"
 "$VPY" -c "import torch, mmcv.ops, mmdet, mmengine, musu.models" \
     || die "the environment does not import; rerun with BOOTSTRAP_FORCE=1"
+# every op the suite calls, run once on tiny tensors (the preflight's own checks)
+"$VPY" -m reproduce.preflight --ops >&2 \
+    || die "an mmcv op the suite needs does not run (key $KEY); remove $WHEELS and rerun"
 if [ "$USE_CUDA" = 1 ]; then
     # read the library rather than call mmcv.ops.get_compiling_cuda_version(): that call
     # crashed the interpreter on an H200 node (torch 2.11.0+cu130, gcc 13) while the ops worked
