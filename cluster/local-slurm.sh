@@ -81,6 +81,10 @@ SlurmUser=root
 AuthType=auth/munge
 # A requeued job waits cred_expire seconds before it may start again (120 by default).
 AuthInfo=cred_expire=10
+# A test cluster answers at once: a job that waited (a requeue's cred_expire, a slot) is
+# started by the next scheduling pass, every 60 s by default (30 s for backfill); here
+# every 2 s (1 s). A cluster of real size keeps the defaults.
+SchedulerParameters=sched_interval=2,bf_interval=1
 StateSaveLocation=$SCRATCH/state
 SlurmdSpoolDir=$SCRATCH/spool
 SlurmctldPidFile=$SCRATCH/slurmctld.pid
@@ -99,7 +103,8 @@ JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=5
 JobRequeue=1
 ReturnToService=2
-SlurmdTimeout=30
+# a dead node is noticed within 10 s (slurmctld pings every third of it); 300 by default
+SlurmdTimeout=10
 MinJobAge=60
 KillWait=10
 InactiveLimit=0

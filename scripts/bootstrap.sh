@@ -85,7 +85,8 @@ fi
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
 VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install --upgrade pip >/dev/null
+# (--print-key only reads: it installs nothing that is there already)
+[ "$PRINT_KEY" = 1 ] || "${PIP[@]}" install --upgrade pip >/dev/null
 # torch: keep one already installed in mmdet 3.3's range (a cluster's own CUDA
 # build); otherwise the pinned default, whose CPU wheel lies on the CI machine.
 if ! "$VPY" - <<'EOF' 2>/dev/null
@@ -99,7 +100,7 @@ then
     # shellcheck disable=SC2086
     "${PIP[@]}" install ${MUSU_TORCH:-torch==2.13.0}
 fi
-"${PIP[@]}" install wheel ninja numpy packaging
+[ "$PRINT_KEY" = 1 ] || "${PIP[@]}" install wheel ninja numpy packaging
 
 TORCH_CUDA="$("$VPY" -c 'import torch; print(torch.version.cuda or "")')"
 TORCH_VER="$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])')"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,15 @@ def ci_sweeps(tmp_path):
     return make_sweeps(tmp_path)
 
 
+def pytest_collection_modifyitems(items):
+    """The tests of the local SLURM cluster run one after another on one pytest-xdist
+    worker (scripts/test runs several): some stop and restart its daemons, and its two
+    CPUs are one node's. The rest, much of it waiting on jobs and servers, runs beside them."""
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """Starts the local SLURM (idempotent) and yields; skipped where it cannot run."""
@@ -96,3 +106,17 @@ def raw_runs(cl, profile: str, hashes=None) -> dict[str, list]:
         if h and (hashes is None or h in hashes):
             out.setdefault(h, []).append(run)
     return out
+
+
+_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """CI's cost on every run: the set-up .ci/run timed, and the tests' own wall time."""
+    setup = os.environ.get("MUSU_CI_SETUP_S")
+    tests = time.time() - _STARTED
+    line = f"tests: {tests / 60:.1f} min ({tests:.0f} s)"
+    if setup:
+        line = f"set-up: {int(setup) / 60:.1f} min ({setup} s); " + line
+    terminalreporter.write_sep("=", "where the time went")
+    terminalreporter.write_line(line)

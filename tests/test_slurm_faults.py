@@ -210,7 +210,7 @@ def test_node_failure_is_reported_then_the_job_resumes(tmp_path, slurm_cluster):
     rec = job_record(work)
     _kill_node(rec["job_id"])
     try:
-        # slurmctld notices after SlurmdTimeout (30 s): NODE_FAIL, then SLURM requeues the job.
+        # slurmctld notices after SlurmdTimeout (10 s): NODE_FAIL, then SLURM requeues the job.
         deadline = time.time() + 180
         while "NODE_FAIL" not in subprocess.run(["sacct", "-D", "-n", "-X", "-o", "State", "-j", rec["job_id"]],
                                                 capture_output=True, text=True).stdout:
