@@ -22,6 +22,14 @@ from .errors import UserError
 from .tracking import redact
 
 
+def mlflow_server_env() -> dict[str, str]:
+    """The environment of an ``mlflow server`` or ``mlflow ui`` this suite starts. MLflow 3
+    starts a job runner with seven Huey consumers beside each server (each a Python process
+    that imports MLflow) for its GenAI jobs, which the suite never submits; off unless the
+    user turned it on."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+
+
 def _state_dir(workdir: Path) -> Path:
     return Path(workdir).resolve() / ".reproduce" / "server"
 
@@ -75,7 +83,7 @@ def start(workdir: Path, backend_store_uri: str, artifacts: Path, host: str, por
     # The store's URI (it may hold a password) goes by environment, not on the command line `ps` shows.
     cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server", "--artifacts-destination", str(artifacts),
            "--serve-artifacts", "--host", host, "--port", str(port), "--workers", "2"]
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
+    env = {**mlflow_server_env(), "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
     log = open(folder / "server.log", "ab")
     # A session of its own: a Ctrl-C in the terminal that started it does not stop it.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -148,7 +156,7 @@ def cmd_ui(args) -> int:
     cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, env=mlflow_server_env())
     try:
         deadline = time.time() + 120
         while not _healthy(address):

@@ -32,7 +32,8 @@ VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.bootstrap-stamp"
 MMCV=2.1.0
-say() { [ "${BOOTSTRAP_QUIET:-0}" = 1 ] || echo "[bootstrap] $*" >&2; }
+T0=$SECONDS
+say() { [ "${BOOTSTRAP_QUIET:-0}" = 1 ] || echo "[bootstrap] $((SECONDS - T0)) s: $*" >&2; }
 die() { echo "[bootstrap] error: $*" >&2; exit 2; }
 
 MODE=auto SYSTEM=0 ALLOPS=0 PRINT_KEY=0
@@ -182,10 +183,12 @@ if [ "$installed_key" != "$KEY" ] || ! "$VPY" -c "import mmcv, mmcv.ops; assert 
     "${PIP[@]}" install --no-deps --force-reinstall "$WHEELS"/mmcv-$MMCV-*.whl
     echo "$KEY" > "$VENV/.mmcv-build"
 fi
+say "installing the project and its dependencies"
 "${PIP[@]}" install -e ".[test]"
 "$VPY" -c "import torch, mmcv.ops, mmdet, mmengine, musu.models" \
     || die "the environment does not import; rerun with BOOTSTRAP_FORCE=1"
 # every op the suite calls, run once on tiny tensors (the preflight's own checks)
+say "checking the imports and every mmcv op the suite calls"
 "$VPY" -m reproduce.preflight --ops >&2 \
     || die "an mmcv op the suite needs does not run (key $KEY); remove $WHEELS and rerun"
 if [ "$USE_CUDA" = 1 ]; then

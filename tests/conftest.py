@@ -71,6 +71,7 @@ def ci_sweeps(tmp_path):
     return make_sweeps(tmp_path)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     """The tests of the local SLURM cluster run one after another on one pytest-xdist
     worker (scripts/test runs several): some stop and restart its daemons, and its two

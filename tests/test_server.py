@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reproduce import tracking
+from reproduce.server import mlflow_server_env
 from conftest import raw_runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,7 +132,8 @@ def _mlflow_server(store: Path, artifacts: Path, port: int, log: Path) -> subpro
     proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{store}",
                              "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1"], stdout=open(log, "ab"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            env=mlflow_server_env())
     deadline = time.time() + 120
     while True:
         assert proc.poll() is None and time.time() < deadline, log.read_text()[-2000:]

@@ -71,6 +71,9 @@ def test_preempted_job_resumes_and_matches_uninterrupted(tmp_path, slurm_cluster
     sweeps = setup_sweeps(tmp_path, iters, ckpt)
     pre, ref = tmp_path / "preempted", tmp_path / "reference"
     run_cli(pre, sweeps, "run", "one", "--cluster", slurm_cluster, "--no-wait")
+    # The same config without interruption, in a work dir of its own, trains beside it
+    # on the cluster's other CPU (its numbers are compared at the end).
+    run_cli(ref, sweeps, "run", "one", "--cluster", slurm_cluster, "--no-wait")
     reached = wait_progress(pre, 10)
     rec = job_record(pre)
     subprocess.run(["scontrol", "requeue", rec["job_id"]], check=True)
