@@ -12,7 +12,8 @@ ACTION="${1:-start}"
 SCRATCH="${SLURM_SCRATCH:-/tmp/musu-slurm}"
 CLUSTER_NAME="musu"
 HOST="$(hostname -s)"
-CPUS="$(nproc)"
+# nproc counts OMP_NUM_THREADS as the processors: a caller that set it would shrink the node
+CPUS="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 MEM_MB="$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 8 / 10 ))"
 CONF_DIR="/etc/slurm"
 log() { echo "[local-slurm] $*" >&2; }

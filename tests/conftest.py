@@ -88,10 +88,20 @@ def slurm_cluster():
         pytest.skip("the local SLURM cluster needs root (munge, MariaDB, slurmd)")
     if shutil.which("slurmctld") is None:
         pytest.skip("SLURM is not installed; scripts/bootstrap.sh installs it")
+    # One pytest process at a time uses the cluster (its tests restart daemons and kill a node):
+    # a second one fails here at once rather than meeting those faults mid-test.
+    import fcntl
+    lock = open(Path(os.environ.get("SLURM_SCRATCH", "/tmp/musu-slurm")).parent / "musu-slurm-tests.lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pytest.fail("another pytest process (or xdist worker) uses the local SLURM cluster: its tests must run "
+                    "on one worker (--dist loadgroup with pytest < 9, tests/conftest.py)", pytrace=False)
     out = subprocess.run(["bash", str(ROOT / "cluster" / "local-slurm.sh"), "start"], capture_output=True,
                          text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     yield "local-slurm"
+    lock.close()
 
 
 def raw_runs(cl, profile: str, hashes=None) -> dict[str, list]:
