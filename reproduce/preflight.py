@@ -89,24 +89,15 @@ def _nms(device: str) -> str:
     return f"mmcv NMS on {device}"
 
 
-def _dcn(device: str) -> str:
+def _dcn(device: str, version: int = 2) -> str:
+    """mmcv's modulated (DCNv2) or plain (DCNv1) deformable convolution, forward and backward."""
     import torch
-    from mmcv.ops import ModulatedDeformConv2dPack
-    conv = ModulatedDeformConv2dPack(4, 4, 3, padding=1).to(device)
+    from mmcv.ops import DeformConv2dPack, ModulatedDeformConv2dPack
+    conv = (ModulatedDeformConv2dPack if version == 2 else DeformConv2dPack)(4, 4, 3, padding=1).to(device)
     out = conv(torch.randn(1, 4, 8, 8, device=device))
     out.sum().backward()
     assert out.shape == (1, 4, 8, 8)
-    return f"mmcv DCNv2 forward and backward on {device}"
-
-
-def _dcn_v1(device: str) -> str:
-    import torch
-    from mmcv.ops import DeformConv2dPack
-    conv = DeformConv2dPack(4, 4, 3, padding=1).to(device)
-    out = conv(torch.randn(1, 4, 8, 8, device=device))
-    out.sum().backward()
-    assert out.shape == (1, 4, 8, 8)
-    return f"mmcv DCNv1 forward and backward on {device}"
+    return f"mmcv DCNv{version} forward and backward on {device}"
 
 
 def _focal(device: str) -> str:
@@ -209,7 +200,7 @@ def mmcv_ops(device: str) -> list[Check]:
     (scripts/bootstrap.sh, its op subset included) must pass before it is called ready."""
     fix = "remove the wheel cache's folder for this build key and rerun scripts/bootstrap.sh"
     return [_try("nms", lambda: _nms(device), fix), _try("dcnv2", lambda: _dcn(device), fix),
-            _try("dcnv1", lambda: _dcn_v1(device), fix), _try("focal_loss", lambda: _focal(device), fix)]
+            _try("dcnv1", lambda: _dcn(device, 1), fix), _try("focal_loss", lambda: _focal(device), fix)]
 
 
 def main(argv: list[str] | None = None) -> int:
