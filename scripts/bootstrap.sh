@@ -32,6 +32,7 @@ VENV="$ROOT/.venv"
 PY="${PYTHON:-python3}"
 STAMP="$VENV/.bootstrap-stamp"
 MMCV=2.1.0
+CACHE="${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}"
 T0=$SECONDS
 say() { [ "${BOOTSTRAP_QUIET:-0}" = 1 ] || echo "[bootstrap] $((SECONDS - T0)) s: $*" >&2; }
 die() { echo "[bootstrap] error: $*" >&2; exit 2; }
@@ -134,12 +135,12 @@ fi
 if [ "$ALLOPS" = 1 ]; then OPSKEY=allops
 else OPSKEY="$("$VPY" scripts/mmcv_subset.py --key ${MUSU_MMCV_OPS:+--ops "$MUSU_MMCV_OPS"})"; fi
 KEY="$KEY-$OPSKEY-$PYTAG"
-if [ "$PRINT_KEY" = 1 ]; then echo "$KEY ${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}/$KEY"; exit 0; fi
+if [ "$PRINT_KEY" = 1 ]; then echo "$KEY $CACHE/$KEY"; exit 0; fi
 say "mmcv build key: $KEY"
 
 installed_key="$(cat "$VENV/.mmcv-build" 2>/dev/null || true)"
 if [ "$installed_key" != "$KEY" ] || ! "$VPY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV'" 2>/dev/null; then
-    WHEELS="${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}/$KEY"
+    WHEELS="$CACHE/$KEY"
     mkdir -p "$WHEELS"
     if ! ls "$WHEELS"/mmcv-$MMCV-*.whl >/dev/null 2>&1 && [ "$USE_CUDA" = 1 ] && [ "$ALLOPS" = 1 ]; then
         # OpenMMLab's index has prebuilt CUDA wheels (every op) for older torch releases only.
@@ -156,14 +157,14 @@ if [ "$installed_key" != "$KEY" ] || ! "$VPY" -c "import mmcv, mmcv.ops; assert 
         else
             # the sdist, trimmed to the op subset, built from its folder
             # (the sdist is kept beside the wheels: another op set needs no second download)
-            SDIST="${MUSU_WHEEL_CACHE:-$HOME/.cache/musu-wheels}/sdist"
+            SDIST="$CACHE/sdist"
             [ -f "$SDIST/mmcv-$MMCV.tar.gz" ] || "${PIP[@]}" download --no-deps --no-binary :all: \
                 --no-build-isolation -d "$SDIST" "mmcv==$MMCV" >/dev/null
             SRC="$(mktemp -d)"; trap 'rm -rf "$SRC"' EXIT
             tar -xzf "$SDIST/mmcv-$MMCV.tar.gz" -C "$SRC"
             "$VPY" scripts/mmcv_subset.py "$SRC/mmcv-$MMCV" ${MUSU_MMCV_OPS:+--ops "$MUSU_MMCV_OPS"}
             ops="${OPSKEY#ops-}"; what="the ops ${ops//-/, } only (--all-ops builds every op)"; TARGET="$SRC/mmcv-$MMCV"
-            if [ "$USE_CUDA" = 1 ]; then took="4 of mmcv's 59 CUDA files"; else took="about 2 minutes on 2 cores"; fi
+            if [ "$USE_CUDA" = 1 ]; then took="only their CUDA files"; else took="about 2 minutes on 2 cores"; fi
         fi
         if [ "$USE_CUDA" = 1 ]; then
             say "building mmcv $MMCV with CUDA $TORCH_CUDA kernels for sm $TORCH_CUDA_ARCH_LIST, $what ($took; once per key)"
