@@ -58,7 +58,9 @@ class SqlRuns:
         scope = "r.experiment_id = :exp AND r.lifecycle_stage = 'active'"
         params: dict = {"exp": int(experiment_id)}
         if wanted is not None and len(wanted) == 1:  # one config (a job's own): the database filters
-            scope += (" AND r.run_uuid IN (SELECT run_uuid FROM tags WHERE key = :hkey AND value = :hval)")
+            # Every column named ``key`` is qualified: KEY is a reserved word in MySQL and MariaDB,
+            # where a bare ``key = ...`` is a syntax error (a qualified name may be any identifier).
+            scope += (" AND r.run_uuid IN (SELECT h.run_uuid FROM tags h WHERE h.key = :hkey AND h.value = :hval)")
             params.update(hkey=hash_tag, hval=next(iter(wanted)))
         # Three reads, no shared snapshot: the status is read first, so a run ending between the
         # reads shows RUNNING with its last metrics, never FINISHED without the AP logged before.

@@ -104,6 +104,19 @@ def slurm_cluster():
     lock.close()
 
 
+@pytest.fixture
+def mariadb_uri(tmp_path, slurm_cluster):
+    """A fresh MariaDB database for this test on the local cluster's MariaDB, as
+    cluster/mlflow-db.sh makes one for a user (dropped afterwards): its URI."""
+    if shutil.which("mariadb") is None:
+        pytest.skip("MariaDB comes with scripts/bootstrap.sh --system")
+    db = f"musu_t_{tmp_path.name[-24:].replace('-', '_')}"
+    uri = subprocess.run(["bash", str(ROOT / "cluster" / "mlflow-db.sh"), db], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    yield uri
+    subprocess.run(["mariadb", "-e", f"DROP DATABASE IF EXISTS `{db}`"], check=False)
+
+
 def raw_runs(cl, profile: str, hashes=None) -> dict[str, list]:
     """A profile's MLflow runs as MLflow's own entities, by config hash (newest first): the
     tests read the store directly, not through the suite's tracking adapter they check."""
