@@ -7,6 +7,7 @@
 #   cluster/local-slurm.sh start    # idempotent; prints the env to source
 #   cluster/local-slurm.sh stop
 #   cluster/local-slurm.sh status
+#   cluster/local-slurm.sh start-db # MariaDB alone (the tests' MySQL stores), idempotent
 set -euo pipefail
 ACTION="${1:-start}"
 SCRATCH="${SLURM_SCRATCH:-/tmp/musu-slurm}"
@@ -47,7 +48,9 @@ start_munge() {
 }
 
 start_mariadb() {
-    mkdir -p /run/mysqld; chown mysql:mysql /run/mysqld
+    mkdir -p /run/mysqld "$SCRATCH"; chown mysql:mysql /run/mysqld
+    # `start` and `start-db` may run at once (two test processes): one of them starts MariaDB.
+    exec 8>"$SCRATCH/mariadb-start.lock"; flock 8
     if ! pgrep -x mariadbd >/dev/null && ! pgrep -x mysqld >/dev/null; then
         [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null 2>&1
         (mysqld_safe --user=mysql --bind-address=127.0.0.1 >/dev/null 2>&1 &)
@@ -56,6 +59,7 @@ start_mariadb() {
     mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
                 CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmpw';
                 GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+    flock -u 8; exec 8>&-
 }
 
 write_configs() {
@@ -159,5 +163,6 @@ case "$ACTION" in
     stop) stop ;;
     restart) stop; start ;;
     status) sinfo && squeue ;;
-    *) echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
+    start-db) need mysqld_safe; start_mariadb; log "MariaDB up on 127.0.0.1:3306 (cluster/mlflow-db.sh makes a store in it)" ;;
+    *) echo "usage: $0 start|stop|restart|status|start-db" >&2; exit 2 ;;
 esac

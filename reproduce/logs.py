@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import tracking
+from . import credentials, tracking
 from .errors import UserError
 from .cli import plan_args
 from .plan import select_rows
@@ -38,7 +38,7 @@ def cmd_logs(args) -> int:
     latest = tracking.tracked(tracking.Tracker(uri).runs_of(profile.name, run.config_hash)).latest
     print(f"# {table}/{row}: run {run.config_hash}, {chosen.backend} job {chosen.job_id} "
           f"(attempt {tries.index(chosen) + 1} of {len(tries)})")
-    print(f"# MLflow: {latest.run_id if latest else 'no run yet'} in {tracking.redact(uri)}")
+    print(f"# MLflow: {latest.run_id if latest else 'no run yet'} in {credentials.redact(uri)}")
     paths = log_paths(chosen)
     offsets = {}
     for path in paths:

@@ -4,7 +4,7 @@
 into the job (submitit), and ``job.run_training`` reads it there. Requeues
 resubmit the very same object, so a requeued attempt trains the same run.
 It holds paths and names, never a secret: a tracking URI's credentials travel
-in MLflow's environment variables (``tracking.credentials_to_env``).
+in the environment (``credentials.public``).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import weights
+from . import credentials, weights
 from .errors import first_line
 
 
@@ -153,7 +153,7 @@ def _weights(cfg) -> str:
 def _tracking(uri: str) -> str:
     from . import tracking
     tracking.check(uri)
-    return f"{tracking.redact(uri)} reachable"
+    return f"{credentials.redact(uri)} reachable"
 
 
 def _device(device: str, gpus: int) -> str:

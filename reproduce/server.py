@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from .errors import UserError
-from .tracking import redact
+from .credentials import redact, scrub, secret
 
 
 def mlflow_server_env() -> dict[str, str]:
@@ -83,7 +83,7 @@ def start(workdir: Path, backend_store_uri: str, artifacts: Path, host: str, por
     # The store's URI (it may hold a password) goes by environment, not on the command line `ps` shows.
     cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server", "--artifacts-destination", str(artifacts),
            "--serve-artifacts", "--host", host, "--port", str(port), "--workers", "2"]
-    env = {**mlflow_server_env(), "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
+    env = {**mlflow_server_env(), "MLFLOW_BACKEND_STORE_URI": secret(backend_store_uri)}
     log = open(folder / "server.log", "ab")
     # A session of its own: a Ctrl-C in the terminal that started it does not stop it.
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -99,7 +99,8 @@ def start(workdir: Path, backend_store_uri: str, artifacts: Path, host: str, por
             tail = (folder / "server.log").read_text(errors="replace").strip().splitlines()[-3:]
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-            raise UserError(f"mlflow server did not come up on {uri}: {redact(' | '.join(tail))[:300]}",
+            raise UserError(f"mlflow server did not come up on {uri}: "
+                            f"{scrub(' | '.join(tail), backend_store_uri, secret(backend_store_uri))[:300]}",
                             hint=f"see {folder / 'server.log'}")
         time.sleep(0.5)
     return uri
@@ -153,16 +154,16 @@ def cmd_ui(args) -> int:
     if _healthy(address):
         raise UserError(f"something already answers on {address}", hint="pass another --port")
     mlflow = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port)]
+    # The store's URI (it may hold a password) goes by environment, not on the command line `ps` shows.
+    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--host", args.host, "--port", str(args.port)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True, env=mlflow_server_env())
+                            start_new_session=True, env={**mlflow_server_env(), "MLFLOW_BACKEND_STORE_URI": secret(uri)})
     try:
         deadline = time.time() + 120
         while not _healthy(address):
             if proc.poll() is not None or time.time() > deadline:
                 err = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:] if proc.poll() is not None else []
-                raise UserError(f"the MLflow UI did not come up on {address}: {' '.join(err)[:300]}",
+                raise UserError(f"the MLflow UI did not come up on {address}: {scrub(' '.join(err), secret(uri))[:300]}",
                                 hint="pass another --port")
             time.sleep(0.5)
         print(address, flush=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
+from . import credentials
 from .errors import UserError, first_line
 
 T = TypeVar("T")
@@ -57,49 +58,13 @@ def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
     (absolute, so jobs started in other directories find the same store)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        uri = credentials_to_env(uri)
+        uri = credentials.public(uri)  # the password into the environment, out of all the suite stores
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             path = Path(uri[len("sqlite:///"):])
             if not path.is_absolute():
                 return f"sqlite:///{path.resolve()}"
         return uri
     return f"sqlite:///{Path(default_dir or Path.cwd()).resolve() / DEFAULT_DB}"
-
-
-def credentials_to_env(uri: str) -> str:
-    """``http://user:secret@host`` -> ``http://host``, with the user and password in
-    MLflow's own variables (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``), which
-    this process's client and the jobs it starts (local processes, sbatch's
-    exported environment) read. The password then never reaches a job's
-    pickled payload, a printed line, a log, or an error message quoting the URI."""
-    from urllib.parse import unquote, urlsplit, urlunsplit
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri
-    if parts.scheme not in ("http", "https") or (parts.username is None and parts.password is None):
-        return uri
-    os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(parts.username or "")
-    if parts.password is not None:
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
-
-
-def redact(uri: str) -> str:
-    """A URI fit to print or log: ``http://user:secret@host`` -> ``http://user:***@host``."""
-    from urllib.parse import urlsplit, urlunsplit
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # What a busy SQLite file or a tracking server restarting says (MLflow's own
@@ -132,7 +97,7 @@ def retry(fn: Callable[[], T], attempts: int = 60, base: float = 0.05, cap: floa
 def client(uri: str | None = None):
     """A raw ``MlflowClient``, for tests that arrange a store's state; the suite itself goes through ``Tracker``."""
     from mlflow.tracking import MlflowClient
-    return MlflowClient(tracking_uri=resolve_uri(uri))
+    return MlflowClient(tracking_uri=credentials.secret(resolve_uri(uri)))
 
 
 def check(uri: str | None = None, timeout: float = 10.0, read_only: bool = False) -> str:
@@ -159,7 +124,8 @@ def check(uri: str | None = None, timeout: float = 10.0, read_only: bool = False
             retry(lambda: client(uri).search_experiments(max_results=1),
                   attempts=2 if uri.startswith(("http://", "https://")) else 40)
     except Exception as exc:  # noqa: BLE001 - any failure here is the user's to fix
-        raise UserError(f"MLflow tracking store {redact(uri)} cannot be reached: {redact(first_line(exc, 200))}",
+        raise UserError(f"MLflow tracking store {credentials.redact(uri)} cannot be reached: "
+                        f"{credentials.scrub(credentials.redact(first_line(exc, 200)))}",
                         hint="start the server, or pass --tracking-uri / set MLFLOW_TRACKING_URI to a reachable "
                              "store (default: sqlite:///mlruns.db here); nothing was submitted") from None
     finally:
@@ -174,7 +140,7 @@ def _reads_directly(uri: str) -> bool:
     if not is_sql(uri) or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()):
         return False
     try:
-        SqlRuns(uri).experiment_id("musu-")
+        SqlRuns(credentials.secret(uri)).experiment_id("musu-")
         return True
     except Exception:  # noqa: BLE001 - MLflow's own check below says what is wrong, on one line
         return False
@@ -248,7 +214,7 @@ class Tracker:
         self._sql = None  # bulk reads without MLflow (tracking_sql)
         if is_sql(self.uri):
             with contextlib.suppress(Exception):  # no driver for it here: MLflow's client says so when used
-                self._sql = SqlRuns(self.uri)
+                self._sql = SqlRuns(credentials.secret(self.uri))
         self.writes = rank == 0
         self._experiments: dict[str, str] = {}
 
@@ -257,7 +223,7 @@ class Tracker:
         """MLflow's client, made on first use: a command that only reads a SQL store never imports MLflow."""
         if self._client is None:
             from mlflow.tracking import MlflowClient
-            self._client = MlflowClient(tracking_uri=self.uri)
+            self._client = MlflowClient(tracking_uri=credentials.secret(self.uri))
         return self._client
 
     # ---- reading -------------------------------------------------------------------------------------

@@ -104,17 +104,33 @@ def slurm_cluster():
     lock.close()
 
 
-@pytest.fixture
-def mariadb_uri(tmp_path, slurm_cluster):
-    """A fresh MariaDB database for this test on the local cluster's MariaDB, as
-    cluster/mlflow-db.sh makes one for a user (dropped afterwards): its URI."""
-    if shutil.which("mariadb") is None:
-        pytest.skip("MariaDB comes with scripts/bootstrap.sh --system")
-    db = f"musu_t_{tmp_path.name[-24:].replace('-', '_')}"
-    uri = subprocess.run(["bash", str(ROOT / "cluster" / "mlflow-db.sh"), db], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    yield uri
+@pytest.fixture(scope="session")
+def mariadb():
+    """The local MariaDB (cluster/local-slurm.sh start-db, idempotent); skipped where it cannot run."""
+    if os.geteuid() != 0 or shutil.which("mariadb") is None:
+        pytest.skip("MariaDB needs root and scripts/bootstrap.sh --system")
+    out = subprocess.run(["bash", str(ROOT / "cluster" / "local-slurm.sh"), "start-db"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return "127.0.0.1:3306"
+
+
+def mariadb_store(db: str, user: str = "musu_mlflow", password: str = "musu-mlflow-pw") -> str:
+    """A database and user made as cluster/mlflow-db.sh makes them for a user: its URI."""
+    return subprocess.run(["bash", str(ROOT / "cluster" / "mlflow-db.sh"), db, user, password], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def drop_mariadb_store(db: str) -> None:
     subprocess.run(["mariadb", "-e", f"DROP DATABASE IF EXISTS `{db}`"], check=False)
+
+
+@pytest.fixture
+def mariadb_uri(tmp_path, mariadb):
+    """A fresh MariaDB database for this test (dropped afterwards): its URI."""
+    db = f"musu_t_{tmp_path.name[-24:].replace('-', '_')}"
+    yield mariadb_store(db)
+    drop_mariadb_store(db)
 
 
 def raw_runs(cl, profile: str, hashes=None) -> dict[str, list]:

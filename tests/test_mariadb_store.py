@@ -1,0 +1,53 @@
+"""A table tracked in MariaDB read directly (``mysql+pymysql://``), as the README offers a
+cluster user: every command works there, and the database user's password, full of the
+characters that end a URL's user info early, reaches the store and nothing the suite writes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from conftest import drop_mariadb_store, mariadb_store
+
+REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
+PASSWORD = "p/a?s#s:w@o%rd"
+pytestmark = pytest.mark.slow
+
+
+def test_a_table_on_mariadb_with_a_password_that_stays_in_the_environment(tmp_path, ci_sweeps, mariadb):
+    db = user = f"musu_u_{tmp_path.name[-20:].replace('-', '_')}"
+    uri = mariadb_store(db, user, PASSWORD)
+    forms = {PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD)}
+    work = tmp_path / "w"
+    work.mkdir()
+    args = ["--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(work), "--tracking-uri", uri]
+
+    def cli(*argv, timeout=600):
+        out = subprocess.run([*REPRODUCE, *argv, *args], cwd=work, capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL)
+        said = out.stdout + out.stderr
+        assert not [f for f in forms if f in said], f"{argv[0]} printed the password: {said[-2000:]}"
+        return out
+
+    try:
+        out = cli("run", "one", "--poll", "1")
+        # the job's own look-up of its run filters by the hash tag: KEY, reserved in MariaDB, failed it
+        assert out.returncode == 0 and "1/1 finished" in out.stderr, out.stderr[-3000:]
+        (row,) = json.loads(cli("status", "one", "--json").stdout)
+        assert row["state"] == "finished", row
+        report = json.loads(cli("report", "one", "--format", "json").stdout)
+        (reported,) = report[0]["rows"]
+        assert reported["status"] == "finished" and reported["cells"]["AP"]["reproduced"] is not None, reported
+        logs = cli("logs", "one", "musu")
+        assert logs.returncode == 0 and f"mysql+pymysql://{user}@127.0.0.1:3306/{db}" in logs.stdout, logs.stdout[:500]
+        assert cli("run", "one").returncode == 0  # finished: nothing trained twice
+        leaks = [str(p) for p in work.rglob("*") if p.is_file() and any(f.encode() in p.read_bytes() for f in forms)]
+        assert not leaks, f"the password is stored in {leaks}"
+    finally:
+        drop_mariadb_store(db)
+        subprocess.run(["mariadb", "-e", f"DROP USER IF EXISTS '{user}'@'localhost', '{user}'@'127.0.0.1'"],
+                       check=False)
