@@ -47,3 +47,17 @@ def test_paper_settings():
     assert dcn.model.backbone.dcn.type == "DCNv2" and dcn.model.bbox_head.dcn_on_last_conv
     fpp = load_config("fcospp_r50_1x_coco")
     assert fpp.model.bbox_head.center_sampling and fpp.model.bbox_head.loss_bbox.type == "GIoULoss"
+
+
+DCN = {"model.bbox_head.dcn_on_last_conv": True}  # DCNv2 in the head, as the R-101-DCN config has it
+
+
+@pytest.mark.parametrize("options", [{}, DCN], ids=["plain", "dcn"])
+def test_flops_counted_on_the_meta_device_are_those_counted_on_the_device(options):
+    """Table 7's FLOPs are counted on a meta copy of the model (shapes only, no arithmetic);
+    a model with an op that has no meta kernel (mmcv's DCN) is counted on its device."""
+    from musu.complexity import _count_flops, count_flops
+    model = MODELS.build(load_config("smoke/musu_tiny_synthetic", options).model)
+    shape = (256, 192)
+    assert count_flops(model, shape) == _count_flops(model, shape) > 0
+    assert next(model.parameters()).device.type == "cpu"  # the model itself never left its device
