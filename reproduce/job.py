@@ -134,11 +134,12 @@ def _run_tags(payload: Payload) -> dict[str, str]:
 FPS_IMAGES, FPS_IMAGES_CPU, FPS_WARMUP = 200, 20, 10
 
 
-def _measure(runner, cfg) -> dict[str, float]:
+def _measure(runner, cfg, images: int = 0, warmup: int = -1) -> dict[str, float]:
     """Table 7's columns for the trained model: params (M), FLOPs (G) at 1333x800,
     and FPS as the paper measured it: batch 1, after a warm-up, CUDA
     synchronised around each image, over ``FPS_IMAGES`` images on a GPU (the
-    validation set cycled if smaller), on this job's own device."""
+    validation set cycled if smaller), on this job's own device. A profile's
+    ``fps:`` sets ``images`` and ``warmup`` (a tiny test profile times a few)."""
     import torch
 
     from musu.complexity import complexity
@@ -152,7 +153,8 @@ def _measure(runner, cfg) -> dict[str, float]:
     device = next(model.parameters()).device
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     model.eval()
-    images = FPS_IMAGES if device.type == "cuda" else FPS_IMAGES_CPU
+    images = images or (FPS_IMAGES if device.type == "cuda" else FPS_IMAGES_CPU)
+    warmup = FPS_WARMUP if warmup < 0 else warmup
     seen, n, timed = 0, 0, 0.0
     with torch.no_grad():
         while n < images:
@@ -162,7 +164,7 @@ def _measure(runner, cfg) -> dict[str, float]:
                 model.test_step(batch)
                 sync()
                 seen += 1
-                if seen > FPS_WARMUP:
+                if seen > warmup:
                     timed += time.perf_counter() - start
                     n += 1
                 if n >= images:
@@ -357,7 +359,7 @@ def run_training(payload: Payload) -> dict:
                                "the run is not finished")
         if consistency.result is not None:
             metrics.update(consistency_metrics(consistency.result))
-        metrics.update(_measure(runner, cfg))
+        metrics.update(_measure(runner, cfg, payload.fps_images, payload.fps_warmup))
         tracker.log(run_id, metrics=metrics)
         if testdev:
             submit = work_dir / f"detections_test-dev2017_{payload.config_hash}_results.json"

@@ -17,7 +17,8 @@ from .schema import integer, known_keys, load_yaml, mapping
 from .spec import SWEEPS_DIR, Table
 
 PROFILE_KEYS = {"name", "description", "dataset", "gpus", "processes", "images_per_gpu", "configs", "cfg_options",
-                "cost", "patches", "seeds", "rows"}
+                "cost", "patches", "seeds", "rows", "fps"}
+FPS_KEYS = {"images", "warmup"}
 # test_info/test_img: an unlabeled split (COCO test-dev's image-info file): jobs write its
 # detections in the COCO evaluation server's format beside the validation numbers
 DATASET_KEYS = {"type", "root", "train_ann", "val_ann", "train_img", "val_img", "generate", "test_info", "test_img"}
@@ -52,6 +53,10 @@ class Profile:
     # The rows this profile is sized for, by table (None: every row). A CPU profile
     # that must fit in an hour trains the rows whose orderings it exists to show.
     rows: dict[str, list[str]] | None = None
+    # Table 7's FPS: images timed after a warm-up (``fps: {images, warmup}``); 0 is the job's
+    # default for its device (the paper's 200 on a GPU, 20 on a CPU; a warm-up of 10).
+    fps_images: int = 0
+    fps_warmup: int = -1
 
     def select(self, tables: list[Table], named: set[str], suite: set[str]) -> list[Table]:
         """``tables`` as this profile trains them: of the suite's tables (``suite``), only its
@@ -159,6 +164,12 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
             not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v) for v in rows.values())):
         raise UserError("expected a mapping of table name to a list of row names", file=file, field="rows",
                         hint="e.g. rows: {table1: [fcos, v-q]}; drop rows: to train every row")
+    fps = data.get("fps") or {}
+    if not isinstance(fps, dict):
+        raise UserError("expected {images: N, warmup: M}", file=file, field="fps")
+    known_keys(fps, FPS_KEYS, file, prefix="fps.")
+    fps_images = integer(fps, "images", file, default=0, minimum=1, prefix="fps.") if "images" in fps else 0
+    fps_warmup = integer(fps, "warmup", file, default=-1, minimum=0, prefix="fps.") if "warmup" in fps else -1
     name = data.get("name", path.stem)
     if name != path.stem:
         # Runs are tracked under the profile's name: a copy of paper.yaml changed to one GPU
@@ -168,5 +179,5 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
                         hint=f"set name: {path.stem}, or drop name:")
     return Profile(name=name, description=str(data.get("description", "")), dataset=ds,
                    gpus=gpus, images_per_gpu=ipg, processes=processes, configs=configs, cfg_options=cfg_options, patches=patches,
-                   cost=cost, file=file, seeds=seeds,
+                   cost=cost, file=file, seeds=seeds, fps_images=fps_images, fps_warmup=fps_warmup,
                    rows={str(k): [str(x) for x in v] for k, v in rows.items()} if rows is not None else None)

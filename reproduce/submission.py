@@ -85,7 +85,8 @@ class Submission:
                        launcher="slurm" if prof.processes > 1 else "none", gpus=prof.gpus, processes=prof.processes,
                        torch_home=str(self.torch_home), signal_delay_s=self.cluster.signal_delay_s,
                        slot_dir=str(self.workdir / ".reproduce" / "slots"), slots=self.parallel,
-                       local_gpu_ids=self.local_gpu_ids, rerun_of=rerun_of)
+                       local_gpu_ids=self.local_gpu_ids, rerun_of=rerun_of, fps_images=prof.fps_images,
+                       fps_warmup=prof.fps_warmup)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -40,6 +40,7 @@ cfg_options:
   param_scheduler:
     - {type: LinearLR, start_factor: 0.3333333, by_epoch: false, begin: 0, end: 4}
 train_pipeline_size: 128
+fps: {images: 2, warmup: 1}
 cost:
   sec_per_iter: {"*": 0.3}
 """

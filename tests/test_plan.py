@@ -178,6 +178,18 @@ def test_a_copied_profile_keeping_the_name_of_another_is_refused(tmp_path, capsy
     assert "set name: paper-1gpu" in err
 
 
+@pytest.mark.parametrize("fps, needle", [("{images: 0}", "fps.images"), ("{frames: 3}", "fps.frames"),
+                                          ("[200, 10]", "fps")])
+def test_a_bad_fps_field_is_refused_on_one_line(tmp_path, capsys, fps, needle):
+    from reproduce.spec import SWEEPS_DIR
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text().replace("name: smoke", "name: mine")
+                    + f"fps: {fps}\n")
+    assert main(["plan", "table1", "--profile", str(mine)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and needle in err, err
+
+
 def test_a_clashing_table_name_is_refused_on_one_line(tmp_path, capsys):
     spec = tmp_path / "table1.yaml"
     spec.write_text(OWN_SPEC.replace("table: mygrid", "table: table1"))

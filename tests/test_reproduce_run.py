@@ -44,6 +44,7 @@ def assert_finished_once(workdir: Path, expected_hashes: set[str]):
         m = run.data.metrics
         assert {"AP", "AP50", "AP75", "params", "flops", "fps", "top1", "iou_ratio"} <= set(m)
         assert 0.0 <= m["AP"] <= 100.0
+        assert m["fps_images"] == 2 and m["fps"] > 0  # the profile's fps: {images: 2}
         # head consistency (issue 13): a fraction, a ratio, and a correlation where one is defined
         assert 0.0 <= m["top1"] <= 1.0 and 0.0 <= m["iou_ratio"] <= 1.0 and -1.0 <= m.get("rho", 0.0) <= 1.0
         assert [h.step for h in cl.get_metric_history(run.info.run_id, "top1")], "logged at the evaluation"
