@@ -23,11 +23,49 @@ from pathlib import Path
 from .errors import UserError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with the suite's one line for bad input: ``reproduce run: error: ...``,
+    exit status 2, instead of the usage block argparse prints first."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} -h` lists the options)\n")
+
+
+def _number(kind, low: float, what: str):
+    """An argparse type: ``kind`` (int or float) of at least ``low``, refused on one line otherwise."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value != value:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is {what}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _number(int, 1, "not a port (1 to 65535)")(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535)")
+    return value
+
+
+def _folder(text: str) -> Path:
+    """A work dir: a folder, or a path where one can be made; a file there is refused before anything runs."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder: pass a folder (made if missing)")
+    return path
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=os.environ.get("REPRODUCE_PROFILE", "paper"),
                    help="profile in sweeps/profiles, or a profile file of your own (default: paper)")
     p.add_argument("--sweeps", type=Path, default=None, help="folder of sweep specs (default: the suite's sweeps/)")
-    p.add_argument("--workdir", type=Path, default=Path.cwd(),
+    p.add_argument("--workdir", type=_folder, default=Path.cwd(),
                    help="where data/, work_dirs/, .reproduce/ and the default MLflow store live (default: .)")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlruns.db)")
@@ -49,8 +87,8 @@ def plan_args(args: argparse.Namespace, tables: str | None = None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="reproduce", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = Parser(prog="reproduce", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("plan", help="list the runs a table needs, with config hashes and GPU-hours")
     p.add_argument("tables", help="table name(s), comma-separated, or all")
     _common(p)
@@ -60,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--cluster", default="local", help="cluster profile in cluster/ (default: local, no SLURM)")
     p.add_argument("--no-wait", action="store_true", help="exit once everything is submitted")
-    p.add_argument("--parallel", type=int, default=1, help="local runs trained at once (default 1)")
-    p.add_argument("--poll", type=float, default=5.0, help="seconds between progress updates")
+    p.add_argument("--parallel", type=_number(int, 1, "fewer than one run at a time"), default=1,
+                   help="local runs trained at once (default 1)")
+    p.add_argument("--poll", type=_number(float, 0.1, "below 0.1 s, the shortest poll"), default=5.0,
+                   help="seconds between progress updates")
     p.add_argument("--rerun-stale", action="store_true",
                    help="train again the finished runs whose code fingerprint is not today's (status says stale)")
     p = sub.add_parser("status", help="per row: pending, running, finished or failed")
@@ -76,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("server", help="an MLflow tracking server with a database backend, for jobs on many nodes")
     p.add_argument("action", choices=["start", "stop", "status"])
-    p.add_argument("--workdir", type=Path, default=Path.cwd(), help="where its pid file and log live (default: .)")
+    p.add_argument("--workdir", type=_folder, default=Path.cwd(), help="where its pid file and log live (default: .)")
     p.add_argument("--backend-store-uri", default=os.environ.get("MUSU_MLFLOW_BACKEND", ""),
                    help="database for runs: mysql+pymysql://USER:PASS@HOST/DB or postgresql://... "
                         "(default: $MUSU_MLFLOW_BACKEND; cluster/mlflow-db.sh makes a local MariaDB one)")
     p.add_argument("--artifacts", type=Path, default=None, help="shared artifacts folder (default: WORKDIR/mlartifacts)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1; the nodes' network "
                                                        "interface on a cluster)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
     p = sub.add_parser("report", help="compile tables from MLflow beside the paper's numbers")
     p.add_argument("tables")
     _common(p)
@@ -103,13 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--attempt", type=int, default=-1,
                    help="which job, when the run was submitted more than once: 0 the first, -1 the latest")
-    p.add_argument("--lines", type=int, default=0, help="only the last N lines of each file (default: all)")
+    p.add_argument("--lines", type=_number(int, 0, "below 0 (0 prints every line)"), default=0,
+                   help="only the last N lines of each file (default: all)")
     p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
     p = sub.add_parser("ui", help="the MLflow UI on this work dir's store (foreground, Ctrl-C stops it)")
-    p.add_argument("--workdir", type=Path, default=Path.cwd(), help="where the default store lives (default: .)")
+    p.add_argument("--workdir", type=_folder, default=Path.cwd(), help="where the default store lives (default: .)")
     p.add_argument("--tracking-uri", default=None, help="the store (default: as for run)")
     p.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
     return ap
 
 
