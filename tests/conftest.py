@@ -75,7 +75,7 @@ def ci_sweeps(tmp_path):
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
     """The tests of the local SLURM cluster run one after another on one pytest-xdist
-    worker (MUSU_TEST_WORKERS=N scripts/test): some stop and restart its daemons, and its two
+    worker (scripts/test runs two; MUSU_TEST_WORKERS=N): some stop and restart its daemons, and its two
     CPUs are one node's. The rest, much of it waiting on jobs and servers, runs beside them."""
     for item in items:
         if "slurm_cluster" in getattr(item, "fixturenames", ()):
