@@ -34,7 +34,7 @@ def cmd_logs(args) -> int:
         raise UserError(f"{table}/{row} has {len(tries)} attempt(s); --attempt {args.attempt} is none of them",
                         hint=f"use 0..{len(tries) - 1}, or -1 for the latest")
     chosen = tries[args.attempt]
-    uri = tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
+    uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir), read_only=True)
     latest = tracking.tracked(tracking.Tracker(uri).runs_of(profile.name, run.config_hash)).latest
     print(f"# {table}/{row}: run {run.config_hash}, {chosen.backend} job {chosen.job_id} "
           f"(attempt {tries.index(chosen) + 1} of {len(tries)})")

@@ -110,6 +110,11 @@ def check(uri: str | None = None, timeout: float = 10.0, read_only: bool = False
         if not parent.is_dir():
             raise UserError(f"the MLflow store's folder {parent} does not exist",
                             hint="create it or pass --tracking-uri sqlite:///PATH/mlruns.db")
+    down = _database_down(uri, timeout)
+    if down:
+        raise UserError(f"MLflow tracking store {credentials.redact(uri)} cannot be reached: {down}",
+                        hint="start the database or fix the URI, or pass --tracking-uri / set MLFLOW_TRACKING_URI "
+                             "to a reachable store (default: sqlite:///mlruns.db here); nothing was done")
     if read_only and _reads_directly(uri):
         return uri
     # Answer fast here, but only here: the jobs this process submits inherit
@@ -133,6 +138,33 @@ def check(uri: str | None = None, timeout: float = 10.0, read_only: bool = False
             if v is None:
                 os.environ.pop(k, None)
     return uri
+
+
+# Each driver's own name for the connection time-out (seconds).
+CONNECT_TIMEOUT_ARG = {"mysql": "connect_timeout", "mariadb": "connect_timeout", "postgresql": "connect_timeout"}
+
+
+def _database_down(uri: str, timeout: float) -> str | None:
+    """Why a database server's store (MySQL, MariaDB, PostgreSQL) takes no connection now, on
+    one line; None when it does, or for any other store. One attempt, ``timeout`` seconds:
+    MLflow's own engine creation retries a refused connection for about an hour, which
+    is right in a job waiting out a restart and wrong for a command just typed."""
+    from .tracking_sql import is_sql
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
+    if not is_sql(uri) or scheme == "sqlite":
+        return None
+    try:
+        import sqlalchemy
+        args = {CONNECT_TIMEOUT_ARG[scheme]: max(1, int(timeout))} if scheme in CONNECT_TIMEOUT_ARG else {}
+        engine = sqlalchemy.create_engine(credentials.secret(uri), connect_args=args,
+                                          poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect():
+            return None
+    except ImportError:  # no driver here: MLflow's check below names the package
+        return None
+    except Exception as exc:  # noqa: BLE001 - refused, unknown host, access denied, no such database
+        orig = getattr(exc, "orig", None) or exc
+        return credentials.scrub(credentials.redact(first_line(orig, 200)), uri)
 
 
 def _reads_directly(uri: str) -> bool:
