@@ -134,6 +134,11 @@ def load_profile(name: str, sweeps_dir: Path = SWEEPS_DIR) -> Profile:
     if gpus and processes != gpus:
         raise UserError(f"a run on {gpus} GPU(s) runs one process per GPU, got processes: {processes}", file=file,
                         field="processes", hint=f"drop processes, or set it to {gpus}")
+    if not gpus and "images_per_gpu" in data:
+        # Applied only to GPU runs: with gpus: 0 it changed nothing (a profile said batch 8, trained at 4).
+        raise UserError("images_per_gpu sets the batch of a run on GPUs; with gpus: 0 it would change nothing",
+                        file=file, field="images_per_gpu",
+                        hint="drop it, and set the batch with cfg_options: {train_dataloader.batch_size: N}")
     ipg = integer(data, "images_per_gpu", file, default=2, minimum=1)
     patches = data.get("patches") or {}
     if not isinstance(patches, dict) or any(not isinstance(v, dict) for v in patches.values()):

@@ -25,7 +25,6 @@ dataset:
   train_img: train/
   val_img: val/
 gpus: 0
-images_per_gpu: 2
 configs:
   musu/*/*: smoke/musu_tiny_synthetic
   fcospp/*/*: smoke/fcospp_tiny_synthetic

@@ -178,6 +178,22 @@ def test_a_copied_profile_keeping_the_name_of_another_is_refused(tmp_path, capsy
     assert "set name: paper-1gpu" in err
 
 
+def test_images_per_gpu_on_a_cpu_profile_is_refused_on_one_line(tmp_path, capsys):
+    """Issue 24, item 1: images_per_gpu changed the batch only with gpus above 0; the signal
+    profile said batch 8 with gpus: 0, and trained at the config's 4."""
+    from reproduce.spec import SWEEPS_DIR
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text().replace("name: smoke", "name: mine")
+                    .replace("gpus: 0\n", "gpus: 0\nimages_per_gpu: 8\n"))
+    assert main(["plan", "table1", "--profile", str(mine)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "images_per_gpu" in err and "train_dataloader.batch_size" in err, err
+    on_gpus = tmp_path / "gpus.yaml"
+    on_gpus.write_text(mine.read_text().replace("name: mine", "name: gpus").replace("gpus: 0\n", "gpus: 1\n"))
+    (run, *_) = plan_json(capsys, "table1", "--profile", str(on_gpus))["runs"]
+    assert run["overrides"]["train_dataloader.batch_size"] == 8  # where it applies, it changes the run
+
+
 @pytest.mark.parametrize("fps, needle", [("{images: 0}", "fps.images"), ("{frames: 3}", "fps.frames"),
                                           ("[200, 10]", "fps")])
 def test_a_bad_fps_field_is_refused_on_one_line(tmp_path, capsys, fps, needle):
