@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow sets its loggers to INFO when imported (later than this) unless told otherwise:
+    # "Creating initial MLflow database tables..." would precede every one-line error.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "server" and args.action == "start" and not args.backend_store_uri:

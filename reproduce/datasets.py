@@ -28,10 +28,16 @@ def prepare(profile: Profile, base: Path) -> Path:
         from musu.data import SyntheticSpec, generate
         try:
             spec = SyntheticSpec(**(ds.get("generate") or {}))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise UserError(str(exc), file=profile.file, field="dataset.generate") from None
         marker = root / "spec.json"
-        if marker.is_file() and json.loads(marker.read_text()) != spec.settings():
+        try:
+            made = json.loads(marker.read_text()) if marker.is_file() else None
+        except (ValueError, OSError) as exc:
+            raise UserError(f"{marker} is damaged ({type(exc).__name__}): the set in {root} may be incomplete",
+                            file=profile.file, field="dataset.root",
+                            hint=f"move {root} away; the next run makes the set again") from None
+        if made is not None and made != spec.settings():
             # Jobs queued earlier may read this folder: never rewrite it under them.
             raise UserError(f"{root} holds a synthetic set made with other generate: settings "
                             f"({marker.read_text().strip()})", file=profile.file, field="dataset.root",

@@ -92,7 +92,7 @@ def dataset_options(profile: Profile) -> dict[str, Any]:
         from musu.data import SyntheticSpec
         try:
             opts["synthetic_dataset"] = SyntheticSpec(**(ds.get("generate") or {})).settings()
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise UserError(str(exc), file=profile.file, field="dataset.generate") from None
     if profile.gpus:
         opts["train_dataloader.batch_size"] = profile.images_per_gpu

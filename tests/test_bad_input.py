@@ -61,3 +61,33 @@ def test_an_unreachable_database_store_fails_the_command_at_once(tmp_path, ci_sw
     assert f"mysql+pymysql://alice@127.0.0.1:{port}/mlflow cannot be reached" in err and "refused" in err, err
     assert "s3cr" not in err
     assert not (work / ".reproduce" / "state").exists(), "nothing was submitted"
+
+
+@pytest.mark.parametrize("generate, needle", [
+    ("image_size: 10", "image_size must be at least 16, got 10"),
+    ("min_size: 60, max_size: 20", "max_size (20) is below min_size (60)"),
+    ("min_objects: 0", "min_objects must be at least 1"),
+    ("num_train: 2.5", "num_train must be a whole number"),
+])
+def test_synthetic_settings_the_generator_cannot_draw_are_one_line(tmp_path, ci_sweeps, generate, needle):
+    """Issue 24, item 8: `image_size: 10` was numpy's `ValueError: low >= high`, a traceback."""
+    profile = ci_sweeps / "profiles" / "ci.yaml"
+    profile.write_text(profile.read_text().replace("seed: 0}", f"seed: 0, {generate}}}"))
+    for verb in ("plan", "run"):
+        err = _refused([verb, "one", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(tmp_path)],
+                       tmp_path)
+        assert needle in err and "dataset.generate" in err, err
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_damaged_synthetic_marker_is_one_line_and_the_set_is_left_alone(tmp_path, ci_sweeps):
+    """Issue 24, item 8: a truncated data/.../spec.json was a JSONDecodeError traceback
+    (it is now written whole or not at all)."""
+    root = tmp_path / "data" / "synthetic-ci"
+    root.mkdir(parents=True)
+    (root / "spec.json").write_text('{"image_size": 12')
+    (root / "kept.txt").write_text("mine")
+    err = _refused(["run", "one", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(tmp_path)],
+                   tmp_path)
+    assert "spec.json is damaged" in err and f"move {root} away" in err, err
+    assert (root / "kept.txt").read_text() == "mine" and not list(tmp_path.rglob("jobs.json")), "nothing submitted"

@@ -29,6 +29,24 @@ class SyntheticSpec:
     seed: int = 0
     num_test: int = 0  # an unlabeled split (image info only, as COCO's test-dev): test/, annotations/test.json
 
+    def __post_init__(self) -> None:
+        """Settings the generator cannot draw from are refused here, naming the field, not
+        deep inside numpy ("low >= high") after a profile was read."""
+        for name, value in self.__dict__.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be a whole number, got {value!r}")
+        lows = dict(num_train=1, num_val=1, num_test=0, min_objects=1, min_size=1, seed=0, image_size=16)
+        for name, low in lows.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if self.max_objects < self.min_objects:
+            raise ValueError(f"max_objects ({self.max_objects}) is below min_objects ({self.min_objects})")
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size ({self.max_size}) is below min_size ({self.min_size})")
+        if self.min_size > self.image_size - 2:
+            raise ValueError(f"min_size ({self.min_size}) leaves no room on {self.image_size} px images: at most "
+                             f"image_size - 2 = {self.image_size - 2}")
+
     def settings(self) -> dict:
         """What makes this set: its fields, ``num_test`` only when there is a test split (so a set
         made before the field existed keeps its identity)."""
@@ -130,7 +148,9 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
     write_split(root, "val", spec.num_val, spec, spec.seed + 1_000_003)
     if spec.num_test:
         write_split(root, "test", spec.num_test, spec, spec.seed + 2_000_003, labeled=False)
-    marker.write_text(wanted)
+    tmp = marker.with_name(marker.name + ".tmp")  # written whole or not at all: a crash leaves no half marker
+    tmp.write_text(wanted)
+    tmp.replace(marker)
     return root
 
 
@@ -142,7 +162,11 @@ def main(argv=None) -> None:
         ap.add_argument(f"--{field.replace('_', '-')}", type=int, default=default)
     args = vars(ap.parse_args(argv))
     root = args.pop("root")
-    out = generate(root, SyntheticSpec(**args))
+    try:
+        spec = SyntheticSpec(**args)
+    except ValueError as exc:
+        ap.error(str(exc))
+    out = generate(root, spec)
     print(f"synthetic COCO set in {out}")
 
 
