@@ -285,16 +285,18 @@ def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches:
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings; values read as YAML (0.2, true, null, [1, 2])."""
-    import yaml
+    from .schema import load_yaml_text
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"{flag} {item!r} is not KEY=VALUE", hint=f"e.g. {flag} b=0.2")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            out[key.strip()] = value
+            out[key.strip()] = load_yaml_text(value, f"{flag} {key.strip()}") if value.strip() else None
+        except UserError as exc:
+            if "malformed YAML" not in str(exc):
+                raise
+            out[key.strip()] = value  # not YAML: the text as it was typed
     return out
 
 

@@ -14,20 +14,82 @@ import yaml
 from .errors import UserError
 
 
+# What a YAML input may expand to, counting every alias where it is used: each scalar (a
+# string by its length) and container once per use. The suite's largest spec is a few
+# thousand; a 574-byte spec of nested aliases expanded to 4.2 GB when printed.
+MAX_EXPANDED = 1_000_000
+MAX_BYTES = 4 << 20  # a spec or profile of more than 4 MiB is no spec
+
+
 def load_yaml(path: str | Path) -> Any:
-    """A YAML file's data; an unreadable file or malformed YAML is one line with its position."""
+    """A YAML file's data; an unreadable file, malformed YAML, or a document that expands
+    past ``MAX_EXPANDED`` through its aliases is one line with its position or size."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise UserError(f"{path.stat().st_size:,} bytes, more than the {MAX_BYTES:,} a spec or profile may have",
+                            file=str(path))
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from None
+    return load_yaml_text(text, str(path))
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with ``load_yaml``'s one-line errors (``where``: the file or the flag)."""
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise UserError("nested deeper than can be read", file=where) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"malformed YAML{where}: {problem}", file=str(path)) from None
+        raise UserError(f"malformed YAML{at}: {problem}", file=where) from None
+    try:
+        size = expanded_size(data)
+    except RecursionError:
+        raise UserError("nested deeper than can be read", file=where) from None
+    if size is None:
+        raise UserError("a YAML alias refers to a node that contains it (an endless document)", file=where,
+                        hint="replace the alias (*name) inside its own anchor (&name) by a copy")
+    if size > MAX_EXPANDED:
+        raise UserError(f"its aliases expand it to {size:,} values and characters, more than the "
+                        f"{MAX_EXPANDED:,} a spec, profile or option may have", file=where,
+                        hint="write the values out, or split the sweep")
+    return data
+
+
+def expanded_size(data: Any, cap: int = MAX_EXPANDED) -> int | None:
+    """How big ``data`` is with every alias expanded (a string counts its characters); None for
+    a document that contains itself. Shared nodes are sized once and counted at every use,
+    so a document of nested aliases is sized in time linear in its *written* size; the count
+    stops growing past ``cap``."""
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def size(node: Any) -> int | None:
+        if isinstance(node, str):
+            return len(node) + 1
+        if not isinstance(node, (list, dict)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            return None
+        open_ids.add(key)
+        total = 1
+        for child in (x for kv in node.items() for x in kv) if isinstance(node, dict) else node:
+            n = size(child)
+            if n is None:
+                return None
+            total = min(cap + 1, total + n)
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(data)
 
 
 def mapping(data: Any, file: str, what: str, field: str | None = None, row: str | None = None) -> dict:

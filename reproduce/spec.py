@@ -7,6 +7,7 @@ short; the expanded rows must match the paper's table row for row.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 METHODS = ("musu", "fcos", "fcospp", "atss", "paa", "autoassign", "freeanchor", "sapd", "mal")
 BACKBONES = ("r50", "r101", "r101-dcn")
 SCHEDULES = ("1x", "2x")
+MAX_ROWS = 10_000  # rows a table may expand to (a grid is counted before it is built)
 TABLE_KEYS = {"table", "title", "caption", "columns", "defaults", "rows", "eval_split", "mark_best", "plot"}
 PLOT_KEYS = {"x", "group", "xlabel", "skip_rows_setting"}
 ROW_KEYS = {"name", "label", "section", "method", "backbone", "schedule", "set", "paper", "reference", "train",
@@ -165,6 +167,10 @@ def _expand(raw: dict, file: str, position: int) -> list[tuple[dict, dict]]:
             raise UserError("expected a non-empty list of values", file=file, row=label, field=f"{kind}.{key}")
     keys = list(spread)
     if kind == "grid":
+        count = math.prod(len(spread[k]) for k in keys)
+        if count > MAX_ROWS:  # counted before a single row is made
+            raise UserError(f"this grid makes {count:,} rows, more than the {MAX_ROWS:,} a table may have", file=file,
+                            row=label, field="grid", hint="drop values, or split the sweep into several specs")
         combos = list(itertools.product(*(spread[k] for k in keys)))
     else:
         lengths = {len(spread[k]) for k in keys}
@@ -218,7 +224,12 @@ def parse_table(data: Any, file: str) -> Table:
         known_keys(raw, ROW_KEYS, file, row=str(raw.get("name", f"#{position + 1}")))
         if not isinstance(raw.get("name"), str) or not raw["name"].strip():
             raise UserError("every row needs a name (a string)", file=file, row=f"#{position + 1}", field="name")
-        for values, row in _expand(raw, file, position):
+        expanded = _expand(raw, file, position)
+        if len(rows) + len(expanded) > MAX_ROWS:
+            raise UserError(f"the rows make {len(rows) + len(expanded):,} or more, more than the {MAX_ROWS:,} a table "
+                            "may have", file=file, row=str(raw["name"]), field="rows",
+                            hint="split the sweep into several specs")
+        for values, row in expanded:
             rows.append(_make_row(name, len(rows), row, values, defaults, columns, file))
             if rows[-1].name in seen:
                 raise UserError("duplicate row name", file=file, row=rows[-1].name, field="name",

@@ -91,3 +91,28 @@ def test_a_damaged_synthetic_marker_is_one_line_and_the_set_is_left_alone(tmp_pa
                    tmp_path)
     assert "spec.json is damaged" in err and f"move {root} away" in err, err
     assert (root / "kept.txt").read_text() == "mine" and not list(tmp_path.rglob("jobs.json")), "nothing submitted"
+
+
+# 9^9 strings once expanded, in a few hundred bytes: printing such a title took 4 GB
+LAUGHS = "[" + ", ".join(["&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+                         + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]) + "]"
+
+
+@pytest.mark.parametrize("body, needle", [
+    (f"title: {LAUGHS}\ncolumns: [AP]\nrows: [{{name: r}}]\n", "aliases expand it to"),
+    ("title: &t [x, *t]\ncolumns: [AP]\nrows: [{name: r}]\n", "alias refers to a node that contains it"),
+    ("columns: [AP]\nrows:\n  - name: g\n    grid: {b: [%s], alpha: [%s], theta: [%s], beta: [%s]}\n"
+     % ((", ".join(str(i) for i in range(40)),) * 4), "this grid makes 2,560,000 rows"),
+], ids=["aliases", "itself", "grid"])
+def test_a_spec_that_explodes_is_refused_on_one_line_before_it_expands(tmp_path, body, needle):
+    """Issue 24, item 7: YAML aliases, and a grid, counted before anything is built from them."""
+    spec = tmp_path / "boom.yaml"
+    spec.write_text("table: boom\n" + body)
+    err = _refused(["plan", str(spec), "--profile", "smoke", "--workdir", str(tmp_path)], tmp_path)
+    assert needle in err and "boom.yaml" in err, err
+
+
+def test_aliases_in_an_option_are_counted_too(tmp_path):
+    err = _refused(["plan", "table2", "--profile", "smoke", "--workdir", str(tmp_path), "--cfg-options",
+                    f"custom={LAUGHS}"], tmp_path)
+    assert "--cfg-options custom" in err and "aliases expand it to" in err, err
