@@ -71,14 +71,31 @@ class CheckpointIOError(OSError):
     """A checkpoint the storage would not give back (NFS, Lustre): not proof it is bad."""
 
 
+class CheckpointRefused(RuntimeError):
+    """A checkpoint whose bytes are whole but which the loader refuses (a type a newer torch
+    or mmengine will not unpickle): not damage. Setting it aside would restart training."""
+
+
 IO_ATTEMPTS, IO_WAIT_S = 4, 2.0  # reads of a checkpoint the storage fails, and the back-off between them
+
+
+def _intact(path: Path) -> bool:
+    """True when ``path`` is a whole zip archive (torch.save's format) whose every member
+    matches its checksum: a truncated or overwritten file is not."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        return False
 
 
 def _loads(path: Path) -> bool:
     """True when ``path`` is a checkpoint mmengine can resume from; False when it is
-    not (truncated, corrupt, not a checkpoint). An error of the storage itself is
-    retried, then raised as ``CheckpointIOError``: the file may be fine, and
-    setting it aside would restart training from an older one, or from zero."""
+    damaged (truncated, a broken archive) or not a checkpoint. An error of the storage
+    itself is retried, then raised as ``CheckpointIOError``, and a whole file the loader
+    refuses raises ``CheckpointRefused``: in both the file may be fine, and setting it
+    aside would restart training from an older one, or from zero."""
     import torch
 
     from . import checkpoint_compat  # noqa: F401
@@ -94,7 +111,13 @@ def _loads(path: Path) -> bool:
                 raise CheckpointIOError(f"checkpoint {path} could not be read after {attempts} tries ({exc}); "
                                         "left in place: this attempt fails and the next resumes from it") from exc
             time.sleep(IO_WAIT_S * (attempt + 1))
-        except Exception:  # noqa: BLE001 - any other failure means the file is not usable
+        except Exception as exc:  # noqa: BLE001 - damage, unless the archive is whole
+            if _intact(path):
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise CheckpointRefused(
+                    f"checkpoint {path} is whole but does not load ({type(exc).__name__}: {reason}); left in place: "
+                    "this attempt fails. A newer torch or mmengine refuses a type in it: allow the type in "
+                    "musu/checkpoint_compat.py, or run with the versions that wrote it") from exc
             return False
     return False
 

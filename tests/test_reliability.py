@@ -254,3 +254,26 @@ def test_configs_dir_named_by_the_user_is_allowed_and_a_broken_config_is_one_lin
     code, err = _run(capsys, "plan", "one", *common, "--configs", str(tmp_path / "mine"))
     assert code == 2 and err.count("\n") == 1 and "config mine" in err and "does not parse" in err, err
     assert "ci.yaml" in err and "Traceback" not in err
+
+
+class _NotAllowlisted:
+    """A type torch.load(weights_only=True) refuses, as a library upgrade can make it refuse one."""
+
+
+def test_a_whole_checkpoint_the_loader_refuses_is_kept_and_fails_the_attempt(tmp_path):
+    """Issue 24, item 3: any load error set every iter_*.pth aside as corrupt and training
+    restarted from iteration 0. Only a damaged file (a broken or truncated archive) is."""
+    import torch
+
+    from musu.train import CheckpointRefused, ensure_resumable
+    good = {"state_dict": {"w": torch.zeros(2)}, "meta": {"iter": 2}}
+    torch.save(good, tmp_path / "iter_2.pth")
+    torch.save({**good, "meta": {"iter": 4, "extra": _NotAllowlisted()}}, tmp_path / "iter_4.pth")
+    with pytest.raises(CheckpointRefused, match="iter_4.pth is whole but does not load"):
+        ensure_resumable(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_2.pth", "iter_4.pth"], "nothing set aside"
+    # a truncated one is damage: set aside, and the previous one resumes
+    data = (tmp_path / "iter_2.pth").read_bytes()
+    (tmp_path / "iter_4.pth").write_bytes(data[: len(data) // 2])
+    assert ensure_resumable(tmp_path) == tmp_path / "iter_2.pth"
+    assert (tmp_path / "iter_4.pth.corrupt").is_file()
