@@ -61,7 +61,8 @@ def cmd_status(args) -> int:
     mlruns = tracking.Tracker(uri).runs_by_hash(profile.name, {r.config_hash for r in runs})
     records = JobStore.at(args.workdir).records(profile.name)
     from .datasets import fingerprint_today
-    states = states_of(mlruns, records, (r.config_hash for r in runs), fingerprint_today(profile, args.workdir, runs))
+    states = states_of(mlruns, records, (r.config_hash for r in runs), fingerprint_today(profile, args.workdir, runs),
+                       args.stale_libraries)
     by_row: dict[tuple[str, str], list[Run]] = {}  # a row of several seeds: one run each, each shown
     for run in runs:
         for t, row in run.rows:
@@ -130,7 +131,7 @@ def cmd_run(args) -> int:
         data = datasets.fingerprint_today(profile, workdir, runs)
         records = store.records(profile.name)
         states = states_of(tracker.runs_by_hash(profile.name, {r.config_hash for r in runs}), records,
-                           (r.config_hash for r in runs), data)
+                           (r.config_hash for r in runs), data, args.stale_libraries)
         plan = decide(runs, states, args.rerun_stale)
         console.print(f"[bold]{len(runs)}[/] runs for {', '.join(t.name for t in tables)} on profile "
                       f"[bold]{profile.name}[/]: {len(plan.finished)} finished, {len(plan.attached)} already "
@@ -139,11 +140,12 @@ def cmd_run(args) -> int:
         stale_left = sum(states[r.config_hash].stale for r in plan.finished)
         if stale_left:
             console.print(f"[yellow]{stale_left} finished run(s) were trained with older code or on other "
-                          "annotations[/]; "
+                          f"annotations{' or libraries' if args.stale_libraries else ''}[/]; "
                           "`reproduce run --rerun-stale` retrains them")
         submission = Submission(profile, cluster, workdir, uri, data_root,
                                 cluster.torch_home(workdir), args.parallel, tuple(gpu_ids),
-                                {r.config_hash: states[r.config_hash].finished_id for r in plan.stale})
+                                {r.config_hash: states[r.config_hash].finished_id for r in plan.stale},
+                                args.stale_libraries)
         submission.set_stale_aside(plan.stale)
         # Compute nodes may have no internet: every weight file the runs to submit
         # name is fetched here, now; the jobs read this cache and never download.
@@ -155,7 +157,8 @@ def cmd_run(args) -> int:
     if args.no_wait:
         console.print("submitted; follow with `reproduce status`, or `reproduce run` again to wait")
         return 0
-    return follow(runs, profile.name, tracker, store, args.poll, submission, cluster.max_requeues, data)
+    return follow(runs, profile.name, tracker, store, args.poll, submission, cluster.max_requeues, data,
+                  args.stale_libraries)
 
 
 COLOURS = {State.FINISHED: "green", State.FAILED: "red", State.RUNNING: "cyan"}
@@ -182,7 +185,8 @@ def progress_table(runs: list[Run], states: dict[str, Any], elapsed: float) -> R
 
 
 def follow(runs: list[Run], profile: str, tracker: tracking.Tracker, store: JobStore, poll: float,
-           submission: Submission | None = None, max_requeues: int = 0, data: str | None = None) -> int:
+           submission: Submission | None = None, max_requeues: int = 0, data: str | None = None,
+           stale_libraries: bool = False) -> int:
     """Wait for every run, showing progress; exit 1 if any failed.
 
     On a terminal the progress is a live table (rich) redrawn every poll;
@@ -201,7 +205,7 @@ def follow(runs: list[Run], profile: str, tracker: tracking.Tracker, store: JobS
         while True:
             records = store.records(profile)
             mlruns = tracker.runs_by_hash(profile, {r.config_hash for r in runs})
-            states = states_of(mlruns, records, (r.config_hash for r in runs), data)
+            states = states_of(mlruns, records, (r.config_hash for r in runs), data, stale_libraries)
             if live is not None:
                 live.update(progress_table(runs, states, time.time() - start), refresh=True)
             else:

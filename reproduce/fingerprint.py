@@ -1,11 +1,18 @@
 """Fingerprints of the code, and of the annotations, that shape a run's result.
 
 A config hash says *what* was trained; it cannot see a fix in ``musu/`` (the
-assigner, the loss, a config file) or another mmdet. Every run records this
-fingerprint when it trains; a finished run whose fingerprint is not today's
-is *stale*: ``status`` and the reports say so, and ``reproduce run
---rerun-stale`` trains it again, the way Snakemake's rerun triggers do for
-changed code.
+assigner, the loss, a config file). Every run records this fingerprint when it
+trains; a finished run whose fingerprint is not today's is *stale*: ``status``
+and the reports say so, and ``reproduce run --rerun-stale`` trains it again,
+the way Snakemake's rerun triggers do for changed code.
+
+The versions of the libraries that shape a result (torch, mmcv, mmdet, ...) are
+recorded beside it (``library_versions``), as the *job's* environment had them.
+They are compared with those of the process that asks only when the user says
+so (``--stale-libraries``): a login node's environment is often not the compute
+nodes', and every run would otherwise read stale there forever. A run recorded
+before the two were kept apart carries one fingerprint of both
+(``legacy_code_fingerprint``).
 
 The same holds for the data: a config hash names the annotation files
 (``train_ann`` ...), not what is in them. A run records the fingerprint of
@@ -36,18 +43,44 @@ def _version(name: str) -> str:
         return "-"
 
 
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """12 hex digits over every file of ``musu/`` (the math, the head, the configs) and
-    the versions of ``LIBRARIES``."""
-    h = hashlib.sha256()
+def _hash_code(h) -> None:
     for path in sorted(p for p in MUSU_DIR.rglob("*") if p.is_file() and p.suffix in (".py", ".yaml", ".json")
                        and "__pycache__" not in p.parts):
         h.update(str(path.relative_to(MUSU_DIR)).encode())
         h.update(path.read_bytes())
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """12 hex digits over every file of ``musu/`` (the math, the head, the configs)."""
+    h = hashlib.sha256()
+    _hash_code(h)
+    return h.hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def legacy_code_fingerprint() -> str:
+    """The fingerprint runs recorded before the libraries were kept apart: ``musu/`` and
+    this process's ``LIBRARIES`` versions in one hash."""
+    h = hashlib.sha256()
+    _hash_code(h)
     for name in LIBRARIES:
         h.update(f"{name}=={_version(name)}".encode())
     return h.hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> str:
+    """``torch==2.13.0 mmcv==2.1.0 ...``: this process's versions of ``LIBRARIES``."""
+    return " ".join(f"{name}=={_version(name)}" for name in LIBRARIES)
+
+
+def library_changes(then: str, now: str) -> str:
+    """``torch 2.12.0 -> 2.13.0, mmdet ...``: the libraries whose versions differ ('' when none)."""
+    old = dict(item.split("==", 1) for item in then.split() if "==" in item)
+    new = dict(item.split("==", 1) for item in now.split() if "==" in item)
+    return ", ".join(f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in LIBRARIES
+                     if old.get(k, "-") != new.get(k, "-"))
 
 
 def annotation_files(options: dict) -> list[str]:

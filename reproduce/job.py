@@ -256,15 +256,16 @@ def run_training(payload: Payload) -> dict:
     if payload.torch_home:  # the weights cache `reproduce run` filled: jobs never download
         os.environ["TORCH_HOME"] = payload.torch_home
     tracker = tracking.Tracker(payload.tracking_uri, rank=rank)
-    from .fingerprint import code_fingerprint, data_fingerprint
+    from .fingerprint import code_fingerprint, data_fingerprint, library_versions
     from .status import stale_because
-    code = code_fingerprint()
+    code, libraries = code_fingerprint(), library_versions()
     data = data_fingerprint(payload.data_root, payload.options) if payload.data_root else None
     # 1. A job SLURM requeues after it already finished (a requeue racing the job's last
     # seconds) must not train, or log, a second time; a rerun of a stale run
     # (`run --rerun-stale`) trains unless a run with today's code and data has finished.
     done = tracking.finished_run(tracker.runs_of(payload.profile, payload.config_hash))
-    if done is not None and (not payload.rerun_of or not stale_because(tracking.tracked([done]), code, data)):
+    if done is not None and (not payload.rerun_of or not stale_because(
+            tracking.tracked([done]), code, data, libraries if payload.stale_libraries else None)):
         print(f"[reproduce] {payload.config_hash} already finished (MLflow run {done.run_id}); nothing to train",
               flush=True)
         return dict(done.metrics)
@@ -304,6 +305,7 @@ def run_training(payload: Payload) -> dict:
         return {HELD: who}
     try:
         tracker.tag(run_id, {tracking.TAG_STATE: "running", tracking.TAG_CODE: code, tracking.TAG_DATA: data,
+                             tracking.TAG_LIBS: libraries,
                              tracking.TAG_JOB: slurm_job, tracking.TAG_PID: None if slurm_job else str(os.getpid())})
         # 3. A CPU-only mmcv fails here in seconds, not at the first evaluation after 90k iterations.
         cfg = load_config(payload.config, payload.options, payload.config_dirs, data_root=payload.data_root or None)

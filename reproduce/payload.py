@@ -43,6 +43,8 @@ class Payload:
     local_gpu_ids: tuple[str, ...] = ()
     rerun_of: str = ""               # `run --rerun-stale`: the stale finished MLflow run this job trains
                                      # again (it trains although that run finished)
+    stale_libraries: bool = False    # `--stale-libraries`: a rerun's job retrains unless its own libraries
+                                     # are those the finished run recorded
     fps_images: int = 0              # Table 7's FPS: images timed (0: the paper's 200 on a GPU, 20 on a CPU)
     fps_warmup: int = -1             # ... after this many untimed ones (-1: 10)
 

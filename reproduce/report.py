@@ -117,7 +117,8 @@ class ReportTable:
 
 
 def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: tracking.Tracker | None,
-           records: dict[str, JobRecord], data: str | None = None) -> list[ReportTable]:
+           records: dict[str, JobRecord], data: str | None = None, stale_libraries: bool = False
+           ) -> list[ReportTable]:
     """Each table's rows: the paper's numbers and, with a ``tracker``, the finished runs'
     (the mean over a row's seeds) and where the unfinished ones stand. No tracker: the paper alone."""
     paper_only = tracker is None
@@ -125,7 +126,7 @@ def gather(profile: Profile, tables: list[Table], runs: list[Run], tracker: trac
     mlruns = tracker.runs_by_hash(profile.name, {r.config_hash for r in runs}) if tracker is not None else {}
     settled = {h: tracking.tracked(rs) for h, rs in mlruns.items()}
     finished = finished_metrics(settled)
-    states = states_of(mlruns, records, {r.config_hash for r in runs}, data) if not paper_only else {}
+    states = states_of(mlruns, records, {r.config_hash for r in runs}, data, stale_libraries) if not paper_only else {}
     out = []
     for table in tables:
         rows = []
@@ -346,7 +347,8 @@ def cmd_report(args) -> int:
         records = JobStore.at(args.workdir).records(profile.name)
     from .datasets import fingerprint_today
     tables = gather(profile, specs, runs, tracker, records,
-                    fingerprint_today(profile, args.workdir, runs) if tracker is not None else None)
+                    fingerprint_today(profile, args.workdir, runs) if tracker is not None else None,
+                    args.stale_libraries)
     if args.format == "orderings":
         if tracker is None:
             raise UserError("--paper and --format orderings: the orderings are judged from trained seeds",

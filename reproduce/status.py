@@ -103,20 +103,30 @@ def killed_by_system(job: JobState, own_error: bool, my_uid: str | None = None) 
     return ""
 
 
-def stale_because(tracked: Tracked, code: str | None, data: str | None) -> str:
+def stale_because(tracked: Tracked, code: str | None, data: str | None, libraries: str | None = None) -> str:
     """Why a finished run is stale ('' when it is not): trained with other code than ``code``
     (today's), or on annotations other than ``data`` (today's; a run that recorded none is not
-    called stale for it)."""
+    called stale for it), or, when ``libraries`` is given (the user counts them:
+    ``--stale-libraries``), with other library versions than those."""
+    from .fingerprint import legacy_code_fingerprint, library_changes
     why = []
-    if code and tracked.finished_code != code:
+    if code and tracked.finished_libs is None:
+        # recorded before the libraries were kept apart: one fingerprint of code and libraries
+        if tracked.finished_code != legacy_code_fingerprint():
+            why.append(f"trained with code {tracked.finished_code or 'of an older version'} (a fingerprint of the "
+                       "code and its libraries together, from before they were recorded apart), now another")
+    elif code and tracked.finished_code != code:
         why.append(f"trained with code {tracked.finished_code or 'of an older version'}, now {code}")
     if data and tracked.finished_data and tracked.finished_data != data:
         why.append(f"trained on annotations {tracked.finished_data}, now {data}")
+    if libraries and tracked.finished_libs and library_changes(tracked.finished_libs, libraries):
+        why.append(f"trained with {library_changes(tracked.finished_libs, libraries)}")
     return "; ".join(why)
 
 
 def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, code: str | None = None,
-             elsewhere: Claim | None = None, now: float | None = None, data: str | None = None) -> RunState:
+             elsewhere: Claim | None = None, now: float | None = None, data: str | None = None,
+             libraries: str | None = None, stale_libraries: bool = False) -> RunState:
     """A run's state from its tracked run and its job.
 
     1. A finished MLflow run settles it, whatever the job says (``stale`` when
@@ -138,7 +148,7 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
     """
     if tracked.finished is not None:
         detail = f"AP {tracked.finished.get('AP', float('nan')):.1f}"
-        why = stale_because(tracked, code, data)
+        why = stale_because(tracked, code, data, libraries if stale_libraries else None)
         stale = bool(why)
         newer = tracked.latest if tracked.latest is not None and tracked.latest.run_id != tracked.finished_id \
             else None
@@ -149,6 +159,11 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
             return classify(Tracked(None, newer), job, my_uid)
         if stale:
             detail += f" (stale: {why}; `reproduce run --rerun-stale` retrains it)"
+        elif libraries and tracked.finished_libs:
+            from .fingerprint import library_changes
+            changes = library_changes(tracked.finished_libs, libraries)
+            if changes:  # shown, not called stale: this process's environment need not be the jobs'
+                detail += f" (its job ran {changes} from here; --stale-libraries counts that as stale)"
         return RunState(State.FINISHED, detail, dict(tracked.finished), stale=stale,
                         finished_id=tracked.finished_id or "")
     latest = tracked.latest
@@ -216,28 +231,31 @@ def earlier(states: tuple[str, ...]) -> str:
     return ", ".join(s if n == 1 else f"{s} ({n} times)" for s, n in counts.items())
 
 
-def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable[str], data: str | None = None
-              ) -> dict[str, RunState]:
+def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable[str], data: str | None = None,
+              stale_libraries: bool = False) -> dict[str, RunState]:
     """``classify`` of many runs: their MLflow runs and job records by config hash,
     with one squeue and one sacct for all their SLURM jobs (``SlurmView``); ``data``:
-    today's fingerprint of the runs' annotations (``datasets.fingerprint_today``)."""
+    today's fingerprint of the runs' annotations (``datasets.fingerprint_today``);
+    ``stale_libraries``: other library versions than this process's make a run stale."""
     from .executor import job_state
-    from .fingerprint import code_fingerprint
+    from .fingerprint import code_fingerprint, library_versions
     from .slurm_view import SlurmView
     from .tracking import tracked
-    code = code_fingerprint()
+    code, libraries = code_fingerprint(), library_versions()
+    counted = libraries if stale_libraries else None
     runs = {h: tracked(mlruns.get(h, [])) for h in hashes}
     # A finished run's job is not asked about, unless it is a rerun of that run, now stale: the
     # job that trained it may still be exiting, and is no rerun (it would read as one waiting).
     asking = {h: records[h] for h, tr in runs.items() if records.get(h) is not None and (
-        tr.finished is None or (records[h].rerun_of == tr.finished_id and stale_because(tr, code, data)))}
+        tr.finished is None or (records[h].rerun_of == tr.finished_id and stale_because(tr, code, data, counted)))}
     view = SlurmView.take(asking.values())
     now = time.time()
     # a live job of another work dir (``run_lease``) training a run this work dir holds no job of
     elsewhere = {h: live_holder(mlruns.get(h, []), None, now) for h, tr in runs.items()
                  if tr.finished is None and h not in asking}
     return {h: classify(tr, job_state(asking[h], view) if h in asking else None, code=code,
-                        elsewhere=elsewhere.get(h), now=now, data=data)
+                        elsewhere=elsewhere.get(h), now=now, data=data, libraries=libraries,
+                        stale_libraries=stale_libraries)
             for h, tr in runs.items()}
 
 

@@ -60,6 +60,7 @@ class Submission:
     local_gpu_ids: tuple[str, ...] = ()
     stale: Mapping[str, str] = field(default_factory=dict)  # config hash -> the stale finished MLflow run
                                                             # retrained (`run --rerun-stale`)
+    stale_libraries: bool = False  # `--stale-libraries`: other library versions make a run stale
 
     @property
     def store(self) -> JobStore:
@@ -85,7 +86,7 @@ class Submission:
                        launcher="slurm" if prof.processes > 1 else "none", gpus=prof.gpus, processes=prof.processes,
                        torch_home=str(self.torch_home), signal_delay_s=self.cluster.signal_delay_s,
                        slot_dir=str(self.workdir / ".reproduce" / "slots"), slots=self.parallel,
-                       local_gpu_ids=self.local_gpu_ids, rerun_of=rerun_of, fps_images=prof.fps_images,
+                       local_gpu_ids=self.local_gpu_ids, rerun_of=rerun_of, stale_libraries=self.stale_libraries, fps_images=prof.fps_images,
                        fps_warmup=prof.fps_warmup)
 
     @contextlib.contextmanager

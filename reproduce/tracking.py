@@ -43,6 +43,7 @@ TAG_STATE = "musu.state"
 TAG_DEVICE = "musu.device"
 TAG_PREFLIGHT = "musu.preflight"
 TAG_CODE = "musu.code"  # reproduce.fingerprint.code_fingerprint() of the code that trained the run
+TAG_LIBS = "musu.libraries"  # reproduce.fingerprint.library_versions() of the job's own environment
 TAG_DATA = "musu.data"  # reproduce.fingerprint.data_fingerprint() of the annotations it read
 TAG_TESTDEV = "musu.testdev_detections"  # the detections file of an unlabeled test split, for COCO's server
 TAG_CREATED_BY = "musu.create_token"  # one per Tracker._create_once call: finds a run a lost answer created
@@ -437,6 +438,7 @@ class Tracked:
     finished_id: str | None = None    # its MLflow run id (a newer attempt is a rerun of a stale run)
     testdev: str | None = None        # the finished run's detections on the test split, to submit
     finished_data: str | None = None  # the annotations' fingerprint the finished run read (None: not recorded)
+    finished_libs: str | None = None  # the library versions its job ran with (None: recorded before they were)
 
 
 def tracked(runs: list[TrackedRun]) -> Tracked:
@@ -451,7 +453,8 @@ def tracked(runs: list[TrackedRun]) -> Tracked:
                    done.tags.get(TAG_CODE) if done is not None else None,
                    done.run_id if done is not None else None,
                    done.tags.get(TAG_TESTDEV) if done is not None else None,
-                   done.tags.get(TAG_DATA) if done is not None else None)
+                   done.tags.get(TAG_DATA) if done is not None else None,
+                   done.tags.get(TAG_LIBS) if done is not None else None)
 
 
 def _float(text: str | None) -> float | None:

@@ -45,7 +45,7 @@ def test_the_fingerprint_follows_the_content_not_the_place(tmp_path, monkeypatch
 
 
 def test_a_finished_run_on_other_annotations_is_stale_one_that_recorded_none_is_not():
-    done = dict(finished={"AP": 30.0}, latest=None, finished_code="c0de")
+    done = dict(finished={"AP": 30.0}, latest=None, finished_code="c0de", finished_libs="torch==2.13.0")
     same = Tracked(**done, finished_data="aaaaaaaaaaaa")
     other = Tracked(**done, finished_data="bbbbbbbbbbbb")
     unrecorded = Tracked(**done)
@@ -56,3 +56,23 @@ def test_a_finished_run_on_other_annotations_is_stale_one_that_recorded_none_is_
     assert "annotations bbbbbbbbbbbb, now aaaaaaaaaaaa" in st.detail and "--rerun-stale" in st.detail
     both = stale_because(Tracked(**{**done, "finished_code": "old"}, finished_data="bbbbbbbbbbbb"), "c0de", "aaaaaaaaaaaa")
     assert "code old" in both and "annotations bbbbbbbbbbbb" in both
+
+
+def test_library_versions_are_shown_not_stale_unless_asked():
+    """Issue 24, item 2: the fingerprint hashed the versions of the process that asked (a login
+    node's), so where the compute nodes' environment differs every run read stale forever."""
+    from reproduce.fingerprint import code_fingerprint, legacy_code_fingerprint, library_versions
+    here = library_versions()
+    there = here.replace("torch==", "torch==0.0.1+")  # the job's torch was another
+    done = Tracked(finished={"AP": 30.0}, latest=None, finished_code=code_fingerprint(), finished_libs=there)
+    st = classify(done, None, code=code_fingerprint(), libraries=here)
+    assert st.state == State.FINISHED and not st.stale, st
+    assert "its job ran torch 0.0.1+" in st.detail and "--stale-libraries" in st.detail, st.detail
+    st = classify(done, None, code=code_fingerprint(), libraries=here, stale_libraries=True)
+    assert st.stale and "trained with torch 0.0.1+" in st.detail, st.detail
+    assert stale_because(done, code_fingerprint(), None, there) == ""  # a job in that environment: not stale
+    # a run recorded before the libraries were kept apart: its one fingerprint, compared as it was made
+    legacy = Tracked(finished={"AP": 30.0}, latest=None, finished_code=legacy_code_fingerprint())
+    assert stale_because(legacy, code_fingerprint(), None) == ""
+    assert "from before they were recorded apart" in stale_because(
+        Tracked(finished={"AP": 30.0}, latest=None, finished_code="0123456789ab"), code_fingerprint(), None)

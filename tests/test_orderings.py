@@ -43,7 +43,7 @@ def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
     """Seeds written to a real store as finished runs; the report judges each ordering
     whose rows the profile trains, and says so when a side has too few seeds."""
     from reproduce import tracking
-    from reproduce.fingerprint import code_fingerprint
+    from reproduce.fingerprint import code_fingerprint, library_versions
     common = ["--profile", "signal", "--workdir", str(tmp_path)]
     assert main(["plan", "all", *common, "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
@@ -61,7 +61,8 @@ def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
     exp = tracking.Tracker(cl.tracking_uri).experiment("signal")
     for row, per_seed in values.items():
         for run, (ap, rho) in zip(seeds(row), per_seed):
-            r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint()})
+            r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint(),
+                                     tracking.TAG_LIBS: library_versions()})
             cl.log_metric(r.info.run_id, "AP", ap)
             if rho is not None:
                 cl.log_metric(r.info.run_id, "rho", rho)

@@ -105,7 +105,7 @@ def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
     import shutil as sh
 
     from reproduce import tracking
-    from reproduce.fingerprint import code_fingerprint
+    from reproduce.fingerprint import code_fingerprint, library_versions
     from reproduce.spec import SWEEPS_DIR
     sweeps = tmp_path / "sweeps"
     sh.copytree(SWEEPS_DIR, sweeps)
@@ -120,7 +120,8 @@ def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
     cl = tracking.client(uri)
     exp = tracking.Tracker(cl.tracking_uri).experiment("smoke")
     for run, ap in zip(plan["runs"], (1.0, 2.0, 4.0)):
-        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint()})
+        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint(),
+                                     tracking.TAG_LIBS: library_versions()})
         cl.log_metric(r.info.run_id, "AP", ap)
         cl.set_terminated(r.info.run_id, "FINISHED")
     assert main(["report", "seeded", *common, "--format", "json"]) == 0
@@ -138,7 +139,7 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
     import shutil as sh
 
     from reproduce import tracking
-    from reproduce.fingerprint import code_fingerprint
+    from reproduce.fingerprint import code_fingerprint, library_versions
     from reproduce.spec import SWEEPS_DIR
     sweeps = tmp_path / "sweeps"
     sh.copytree(SWEEPS_DIR, sweeps)
@@ -153,7 +154,8 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
     cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
     exp = tracking.Tracker(cl.tracking_uri).experiment("smoke")
     for run, ap in ((musu[1], 5.0), (musu[2], 7.0), (other[0], 3.0)):  # the first seed never ran
-        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint()})
+        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint(),
+                                     tracking.TAG_LIBS: library_versions()})
         cl.log_metric(r.info.run_id, "AP", ap)
         cl.set_terminated(r.info.run_id, "FINISHED")
     assert main(["report", "seeded", *common, "--format", "json"]) == 0

@@ -51,6 +51,8 @@ def assert_finished_once(workdir: Path, expected_hashes: set[str]):
         tags = run.data.tags
         for tag in (tracking.TAG_PROFILE, tracking.TAG_TABLE, tracking.TAG_ROW, tracking.TAG_COMMIT):
             assert tags.get(tag)
+        from reproduce.fingerprint import library_versions
+        assert tags[tracking.TAG_LIBS] == library_versions()  # the job's own environment's (issue 24, item 2)
         assert "model.bbox_head.type" in run.data.params
         history = cl.get_metric_history(run.info.run_id, "train/loss")
         steps = [h.step for h in history]
