@@ -66,6 +66,7 @@ from pathlib import Path
 d = Path(sys.argv[1])
 p = yaml.safe_load((d / "gpu-synthetic.yaml").read_text())
 p.update(name="gpu-check-cpu", gpus=0)
+p.pop("images_per_gpu", None)  # a GPU's batch: refused with gpus: 0 (the batch is set in cfg_options below)
 p["dataset"].update(root="data/synthetic-cpu-check",
                     generate=dict(num_train=4, num_val=2, image_size=128, min_size=16, max_size=60, seed=0))
 p["cfg_options"].update({"train_cfg.max_iters": 4, "train_cfg.val_interval": 4,

@@ -47,6 +47,7 @@ def bench_sweeps(tmp: Path) -> Path:
     prof = yaml.safe_load((sweeps / "profiles" / "paper.yaml").read_text())
     data = generate(tmp / "coco", SyntheticSpec(num_train=4, num_val=2, image_size=64, min_size=8, max_size=30))
     prof.update(name="bench", gpus=0)
+    prof.pop("images_per_gpu", None)  # a GPU's batch: refused with gpus: 0
     prof["dataset"] = dict(type="coco", root=str(data), train_ann="annotations/train.json",
                            val_ann="annotations/val.json", train_img="train/", val_img="val/")
     (sweeps / "profiles" / "bench.yaml").write_text(yaml.safe_dump(prof))
