@@ -46,7 +46,7 @@ def fill(uri: str, profile: str, runs: list[dict], work: Path, params: int) -> N
     from mlflow.entities import Metric, Param, RunTag
 
     from reproduce import tracking
-    from reproduce.state import JobRecord, JobStore
+    from reproduce.backends.records import JobRecord, JobStore
     cl = tracking.client(uri)
     exp = tracking.Tracker(uri).experiment(profile)
     records = {}
@@ -84,7 +84,7 @@ def timed(cmd, env, log: Path, repeats: int = 3) -> tuple[float, float, int]:
 
 def read_both_ways(uri: str, profile: str, repeats: int = 3) -> list[tuple[str, float, int]]:
     """In one process: ``Tracker.runs_by_hash`` over every run, by the direct SQL read
-    (``reproduce.tracking_sql``) and through MLflow's ``search_runs``; best of ``repeats``."""
+    (``reproduce.tracking.sql``) and through MLflow's ``search_runs``; best of ``repeats``."""
     from reproduce import tracking
     out = []
     for name, direct in (("direct SQL read (tracking_sql)", True), ("MLflow search_runs", False)):

@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from reproduce.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,7 +81,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def plan_args(args: argparse.Namespace, tables: str | None = None):
     """``plan.plan_tables`` for a verb's parsed options (every verb takes the same ones): the
     one place a Namespace becomes the plan's explicit arguments."""
-    from .plan import plan_tables
+    from reproduce.sweep.plan import plan_tables
     return plan_tables(args.profile, tables if tables is not None else args.tables, args.sweeps, args.switches,
                        args.cfg_options, getattr(args, "configs", None))
 
@@ -167,9 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # verb -> (module, function): each verb is one function of the stage it belongs to
-VERBS = {"plan": ("commands", "cmd_plan"), "run": ("commands", "cmd_run"), "status": ("commands", "cmd_status"),
-         "server": ("server", "cmd_server"), "check": ("check", "cmd_check"), "ui": ("server", "cmd_ui"),
-         "cancel": ("cancel", "cmd_cancel"), "logs": ("logs", "cmd_logs"), "report": ("report", "cmd_report")}
+VERBS = {"plan": ("verbs.commands", "cmd_plan"), "run": ("verbs.commands", "cmd_run"),
+         "status": ("verbs.commands", "cmd_status"), "server": ("tracking.server", "cmd_server"),
+         "check": ("verbs.check", "cmd_check"), "ui": ("tracking.server", "cmd_ui"),
+         "cancel": ("verbs.cancel", "cmd_cancel"), "logs": ("verbs.logs", "cmd_logs"),
+         "report": ("report.tables", "cmd_report")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "(cluster/mlflow-db.sh creates a MariaDB one on this machine)")
         import importlib
         module, function = VERBS[args.command]  # imported on use: `plan` need not pay for submitit or MLflow
-        return getattr(importlib.import_module(f".{module}", __package__), function)(args)
+        return getattr(importlib.import_module(f"reproduce.{module}"), function)(args)
     except UserError as exc:
         print(f"reproduce: error: {exc}", file=sys.stderr)
         return 2

@@ -11,10 +11,11 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .schema import integer, known_keys, load_yaml, mapping, text
+from reproduce.errors import UserError
+from reproduce.schema import integer, known_keys, load_yaml, mapping, text
+from reproduce.paths import REPO
 
-VOCABULARY = Path(__file__).resolve().parent.parent / "sweeps" / "vocabulary" / "metrics.yaml"
+VOCABULARY = REPO / "sweeps" / "vocabulary" / "metrics.yaml"
 KEYS = {"source", "tex", "md", "decimals", "unit", "best"}
 
 

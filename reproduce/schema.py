@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from reproduce.errors import UserError
 
 
 # What a YAML input may expand to, counting every alias where it is used: each scalar (a

@@ -190,7 +190,7 @@ say "installing the project and its dependencies"
     || die "the environment does not import; rerun with BOOTSTRAP_FORCE=1"
 # every op the suite calls, run once on tiny tensors (the preflight's own checks)
 say "checking the imports and every mmcv op the suite calls"
-"$VPY" -m reproduce.preflight --ops >&2 \
+"$VPY" -m reproduce.node.preflight --ops >&2 \
     || die "an mmcv op the suite needs does not run (key $KEY); remove $WHEELS and rerun"
 if [ "$USE_CUDA" = 1 ]; then
     # read the library rather than call mmcv.ops.get_compiling_cuda_version(): that call

@@ -6,7 +6,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy.engine import make_url
 
-from reproduce import credentials
+from reproduce.tracking import credentials
 
 NASTY = "p/a?s#s:w@o%rd"  # every character that ends a URL's user info early in some parser
 

@@ -6,8 +6,8 @@ import json
 import os
 import shutil
 
-from reproduce.fingerprint import annotation_files, data_fingerprint
-from reproduce.status import State, classify, stale_because
+from reproduce.node.fingerprint import annotation_files, data_fingerprint
+from reproduce.sweep.status import State, classify, stale_because
 from reproduce.tracking import Tracked
 
 OPTIONS = {"train_dataloader.dataset.ann_file": "annotations/train.json",
@@ -61,7 +61,7 @@ def test_a_finished_run_on_other_annotations_is_stale_one_that_recorded_none_is_
 def test_library_versions_are_shown_not_stale_unless_asked():
     """Issue 24, item 2: the fingerprint hashed the versions of the process that asked (a login
     node's), so where the compute nodes' environment differs every run read stale forever."""
-    from reproduce.fingerprint import code_fingerprint, legacy_code_fingerprint, library_versions
+    from reproduce.node.fingerprint import code_fingerprint, legacy_code_fingerprint, library_versions
     here = library_versions()
     there = here.replace("torch==", "torch==0.0.1+")  # the job's torch was another
     done = Tracked(finished={"AP": 30.0}, latest=None, finished_code=code_fingerprint(), finished_libs=there)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from reproduce import executor
+from reproduce.backends import executor
 slot_devices = executor.slot_devices
 
 

@@ -14,11 +14,11 @@ import time
 
 import pytest
 
-from reproduce.run_lock import HELD, RunLock
+from reproduce.node.run_lock import HELD, RunLock
 
 
 def test_the_work_dir_lock_is_held_by_one_live_process_and_dies_with_it(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reproduce.run_lock import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from reproduce.node.run_lock import RunLock; "
                                f"lock = RunLock({str(tmp_path)!r}); assert lock.acquire(); print('held', flush=True); "
                                "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
@@ -38,11 +38,12 @@ def test_two_jobs_of_one_run_train_it_once(tmp_path):
     """Both jobs submitted at once on two local slots: one trains, the other returns untrained."""
     from conftest import make_sweeps, raw_runs
 
-    from reproduce import datasets, tracking
-    from reproduce.clusters import load_cluster
-    from reproduce.executor import pid_alive
-    from reproduce.plan import plan_tables
-    from reproduce.submission import Submission
+    from reproduce.sweep import datasets
+    from reproduce import tracking
+    from reproduce.sweep.clusters import load_cluster
+    from reproduce.backends.executor import pid_alive
+    from reproduce.sweep.plan import plan_tables
+    from reproduce.sweep.submission import Submission
     sweeps = make_sweeps(tmp_path, iters=16, ckpt=8)
     profile, _, (run,) = plan_tables("ci", "one", sweeps)
     uri = tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}")
@@ -50,7 +51,7 @@ def test_two_jobs_of_one_run_train_it_once(tmp_path):
                      datasets.prepare(profile, tmp_path), tmp_path / "weights", parallel=2)
     import submitit
 
-    from reproduce.executor import DetachedLocalExecutor, LocalSlotJob
+    from reproduce.backends.executor import DetachedLocalExecutor, LocalSlotJob
     one = sub.payload(run)
     ex = DetachedLocalExecutor(tmp_path / "jobs", 3, one.slot_dir, one.slots)
     ex.update_parameters(timeout_min=30, gpus_per_node=0, tasks_per_node=1)
@@ -80,13 +81,14 @@ def test_two_work_dirs_on_one_store_train_a_run_once(tmp_path, capfd):
     starts anyway (both decided before A's job claimed the run): one MLflow run, every step once."""
     from conftest import make_sweeps, raw_runs
 
-    from reproduce import datasets, tracking
+    from reproduce.sweep import datasets
+    from reproduce import tracking
     from reproduce.cli import main
-    from reproduce.clusters import load_cluster
-    from reproduce.executor import DetachedLocalExecutor, LocalSlotJob, pid_alive
-    from reproduce.plan import plan_tables
-    from reproduce.run_lease import TAG_CLAIM
-    from reproduce.submission import Submission
+    from reproduce.sweep.clusters import load_cluster
+    from reproduce.backends.executor import DetachedLocalExecutor, LocalSlotJob, pid_alive
+    from reproduce.sweep.plan import plan_tables
+    from reproduce.node.run_lease import TAG_CLAIM
+    from reproduce.sweep.submission import Submission
     sweeps = make_sweeps(tmp_path, iters=120, ckpt=60)
     profile, _, (run,) = plan_tables("ci", "one", sweeps)
     uri = tracking.check(f"sqlite:///{tmp_path / 'shared.db'}")

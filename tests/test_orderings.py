@@ -1,9 +1,9 @@
-"""Issue 13, item 2: the paper's orderings judged over seeds (reproduce/orderings.py)."""
+"""Issue 13, item 2: the paper's orderings judged over seeds (reproduce/report/orderings.py)."""
 import json
 
 import pytest
 
-from reproduce import orderings as od
+from reproduce.report import orderings as od
 from reproduce.cli import main
 
 
@@ -19,7 +19,7 @@ def test_welch_decides_each_direction_and_says_when_it_cannot():
 
 
 def test_every_ordering_names_rows_and_a_column_of_the_suite():
-    from reproduce.spec import load_tables
+    from reproduce.sweep.spec import load_tables
     tables = {t.name: t for t in load_tables("all")}
     assert len(od.orderings()) >= 4
     for o in od.orderings():
@@ -43,7 +43,7 @@ def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
     """Seeds written to a real store as finished runs; the report judges each ordering
     whose rows the profile trains, and says so when a side has too few seeds."""
     from reproduce import tracking
-    from reproduce.fingerprint import code_fingerprint, library_versions
+    from reproduce.node.fingerprint import code_fingerprint, library_versions
     common = ["--profile", "signal", "--workdir", str(tmp_path)]
     assert main(["plan", "all", *common, "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]

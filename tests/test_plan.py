@@ -21,8 +21,8 @@ def test_the_plan_cache_key_covers_every_module_that_shapes_a_plan():
     import ast
     import importlib.util
 
-    from reproduce.plan import PLAN_MODULES
-    seen, todo = set(), ["reproduce.plan"]
+    from reproduce.sweep.plan import PLAN_MODULES
+    seen, todo = set(), ["reproduce.sweep.plan"]
     while todo:
         name = todo.pop()
         if name in seen:
@@ -35,8 +35,12 @@ def test_the_plan_cache_key_covers_every_module_that_shapes_a_plan():
                 pkg = name if found.submodule_search_locations else name.rsplit(".", 1)[0]
                 base = importlib.util.resolve_name("." * node.level + (node.module or ""), pkg)
                 todo += [base] if node.module else [f"{base}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("musu"):
-                todo.append(node.module)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(("musu", "reproduce")):
+                todo.append(node.module)  # and each name that is a module of its own (from reproduce import x)
+                todo += [f"{node.module}.{a.name}" for a in node.names
+                         if importlib.util.find_spec(node.module) and importlib.util.find_spec(
+                             node.module).submodule_search_locations
+                         and importlib.util.find_spec(f"{node.module}.{a.name}") is not None]
     ours = {m for m in seen if m.startswith(("reproduce", "musu")) and importlib.util.find_spec(m) is not None}
     # musu.data's generator and the switches are what the plan reads of musu; the configs package finds files
     assert ours - {"musu", "musu.data", "musu.core"} <= set(PLAN_MODULES), sorted(ours - set(PLAN_MODULES))
@@ -78,10 +82,10 @@ def test_a_job_trains_the_options_its_hash_was_made_from_in_any_work_dir(tmp_pat
     planned from two work dirs is one run."""
     from conftest import make_sweeps
 
-    from reproduce import datasets
-    from reproduce.clusters import load_cluster
-    from reproduce.plan import Planner, config_hash, plan_tables
-    from reproduce.submission import Submission
+    from reproduce.sweep import datasets
+    from reproduce.sweep.clusters import load_cluster
+    from reproduce.sweep.plan import Planner, config_hash, plan_tables
+    from reproduce.sweep.submission import Submission
     sweeps = make_sweeps(tmp_path)
     profile, _, (run,) = plan_tables("ci", "one", sweeps)
     payloads = []
@@ -117,7 +121,7 @@ def test_smoke_profile_maps_to_tiny_configs(capsys):
 def test_reference_rows_switch_to_trained(tmp_path, capsys):
     sweeps = tmp_path / "sweeps"
     (sweeps / "profiles").mkdir(parents=True)
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.sweep.spec import SWEEPS_DIR
     (sweeps / "profiles" / "paper.yaml").write_text((SWEEPS_DIR / "profiles" / "paper.yaml").read_text())
     text = (SWEEPS_DIR / "table6.yaml").read_text().replace(
         "{name: atss-r101, label: \"ATSS [35]\",", "{name: atss-r101, train: true, label: \"ATSS [35]\",")
@@ -161,7 +165,7 @@ def test_own_spec_files_and_profiles_sit_beside_the_suite(tmp_path, capsys):
     (folder / "mygrid.yaml").write_text(OWN_SPEC)
     assert plan_json(capsys, str(folder), "--profile", "smoke")["tables"] == ["mygrid"]
     profile = tmp_path / "mine.yaml"
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.sweep.spec import SWEEPS_DIR
     profile.write_text((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text().replace("name: smoke", "name: mine"))
     assert plan_json(capsys, "table1", "--profile", str(profile))["profile"] == "mine"
 
@@ -169,7 +173,7 @@ def test_own_spec_files_and_profiles_sit_beside_the_suite(tmp_path, capsys):
 def test_a_copied_profile_keeping_the_name_of_another_is_refused(tmp_path, capsys):
     """Issue 11, item 3: a copy of paper.yaml made for one GPU, still named paper,
     would count its runs as the paper setting's."""
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.sweep.spec import SWEEPS_DIR
     copy = tmp_path / "paper-1gpu.yaml"
     copy.write_text((SWEEPS_DIR / "profiles" / "paper.yaml").read_text().replace("gpus: 8", "gpus: 1"))
     assert main(["plan", "table1", "--profile", str(copy)]) == 2
@@ -181,7 +185,7 @@ def test_a_copied_profile_keeping_the_name_of_another_is_refused(tmp_path, capsy
 def test_images_per_gpu_on_a_cpu_profile_is_refused_on_one_line(tmp_path, capsys):
     """Issue 24, item 1: images_per_gpu changed the batch only with gpus above 0; the signal
     profile said batch 8 with gpus: 0, and trained at the config's 4."""
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.sweep.spec import SWEEPS_DIR
     mine = tmp_path / "mine.yaml"
     mine.write_text((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text().replace("name: smoke", "name: mine")
                     .replace("gpus: 0\n", "gpus: 0\nimages_per_gpu: 8\n"))
@@ -197,7 +201,7 @@ def test_images_per_gpu_on_a_cpu_profile_is_refused_on_one_line(tmp_path, capsys
 @pytest.mark.parametrize("fps, needle", [("{images: 0}", "fps.images"), ("{frames: 3}", "fps.frames"),
                                           ("[200, 10]", "fps")])
 def test_a_bad_fps_field_is_refused_on_one_line(tmp_path, capsys, fps, needle):
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.sweep.spec import SWEEPS_DIR
     mine = tmp_path / "mine.yaml"
     mine.write_text((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text().replace("name: smoke", "name: mine")
                     + f"fps: {fps}\n")
@@ -245,7 +249,7 @@ def test_a_missing_spec_file_is_one_line(capsys):
 
 def test_synthetic_generate_settings_are_part_of_the_hash_and_never_regenerated_under_jobs(tmp_path, capsys):
     """Issue 11, item 3: the synthetic set's generate: settings change the data, so the runs."""
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.sweep.spec import SWEEPS_DIR
     base = (SWEEPS_DIR / "profiles" / "smoke.yaml").read_text()
     other = tmp_path / "smoke.yaml"
     assert "seed: 0" in base
@@ -253,8 +257,8 @@ def test_synthetic_generate_settings_are_part_of_the_hash_and_never_regenerated_
     hashes = [{r["config_hash"] for r in plan_json(capsys, "soft_hard", "--profile", p)["runs"]}
               for p in ("smoke", str(other))]
     assert hashes[0].isdisjoint(hashes[1])
-    from reproduce import datasets
-    from reproduce.profiles import load_profile
+    from reproduce.sweep import datasets
+    from reproduce.sweep.profiles import load_profile
     datasets.prepare(load_profile("smoke"), tmp_path / "w")
     with pytest.raises(Exception, match="holds a synthetic set made with other generate: settings"):
         datasets.prepare(load_profile(str(other)), tmp_path / "w")
@@ -281,7 +285,7 @@ def test_the_signal_profile_trains_its_rows_with_three_seeds_each(tmp_path, caps
     spec.write_text(OWN_SPEC)
     own = plan_json(capsys, str(spec), "--profile", "signal")
     assert own["tables"] == ["mygrid"] and own["total_runs"] == 12  # 4 rows x 3 seeds
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.sweep.spec import SWEEPS_DIR
     bad = tmp_path / "bad.yaml"
     bad.write_text((SWEEPS_DIR / "profiles" / "signal.yaml").read_text()
                    .replace("name: signal", "name: bad").replace("[fcos, v-q,", "[fcos, v-z,"))
@@ -292,7 +296,7 @@ def test_the_signal_profile_trains_its_rows_with_three_seeds_each(tmp_path, caps
 
 def test_the_readings_spec_trains_each_reading_beside_the_default_runs(capsys):
     """Issue 13, item 3: docs/readings.yaml's default rows are Table 1's runs, each reading a run of its own."""
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.sweep.spec import SWEEPS_DIR
     out = plan_json(capsys, f"{SWEEPS_DIR.parent / 'docs' / 'readings.yaml'},table1", "--profile", "signal")
     rows = {tuple(sorted(r["rows"])) for r in out["runs"]}
     assert ("readings/default", "table1/alpha-1/3") in rows and ("readings/v-q", "table1/v-q") in rows

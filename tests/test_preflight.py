@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from musu.train import load_config
-from reproduce import preflight
+from reproduce.node import preflight
 from reproduce.cli import main
 from conftest import raw_runs
 

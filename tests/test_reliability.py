@@ -155,7 +155,7 @@ def test_cluster_profile_types_and_reserved_sbatch_options(tmp_path, capsys, ci_
 
 
 def test_cluster_profile_accepts_plain_extras(tmp_path):
-    from reproduce import clusters
+    from reproduce.sweep import clusters
     path = tmp_path / "ok.yaml"
     path.write_text("setup: [module load cuda/12.4, source ~/venv/bin/activate]\n"
                     "sbatch_extra: {constraint: a100, exclusive: true, gres-flags: enforce-binding}\n")
@@ -166,7 +166,7 @@ def test_cluster_profile_accepts_plain_extras(tmp_path):
 
 @pytest.mark.slow
 def test_unknown_partition_and_gpus_caught_by_sinfo(tmp_path, capsys, ci_sweeps, slurm_cluster, monkeypatch):
-    from reproduce import clusters
+    from reproduce.sweep import clusters
     cdir = tmp_path / "clusters"
     cdir.mkdir()
     (cdir / "bad.yaml").write_text("partition: nosuchpartition\n")
@@ -208,8 +208,8 @@ def test_checkpoint_io_error_is_not_read_as_corruption(tmp_path, monkeypatch):
 
 
 def test_a_storage_failure_reads_killed_and_is_resubmitted():
-    from reproduce.executor import JobState
-    from reproduce.status import State, classify
+    from reproduce.backends.executor import JobState
+    from reproduce.sweep.status import State, classify
     from reproduce.tracking import Attempt, Tracked
     latest = Attempt("r", "FAILED", "40/100", "storage", "musu.train.CheckpointIOError: checkpoint x could not be read")
     st = classify(Tracked(None, latest), JobState("7", "slurm", "ended", "failed", result="error"), "0")

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from reproduce.cli import main
-from reproduce.spec import load_tables
+from reproduce.sweep.spec import load_tables
 
 
 def render(capsys, *args):
@@ -105,8 +105,8 @@ def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
     import shutil as sh
 
     from reproduce import tracking
-    from reproduce.fingerprint import code_fingerprint, library_versions
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.node.fingerprint import code_fingerprint, library_versions
+    from reproduce.sweep.spec import SWEEPS_DIR
     sweeps = tmp_path / "sweeps"
     sh.copytree(SWEEPS_DIR, sweeps)
     (sweeps / "seeded.yaml").write_text("table: seeded\ncolumns: [AP]\nrows:\n"
@@ -139,8 +139,8 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
     import shutil as sh
 
     from reproduce import tracking
-    from reproduce.fingerprint import code_fingerprint, library_versions
-    from reproduce.spec import SWEEPS_DIR
+    from reproduce.node.fingerprint import code_fingerprint, library_versions
+    from reproduce.sweep.spec import SWEEPS_DIR
     sweeps = tmp_path / "sweeps"
     sh.copytree(SWEEPS_DIR, sweeps)
     (sweeps / "seeded.yaml").write_text("table: seeded\ncolumns: [AP]\nrows:\n"
@@ -182,8 +182,8 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
 
 def test_values_that_print_alike_are_both_marked_best():
     """As the paper bolds ties: 0.6277 and 0.6283 both print 0.628 (rho has 3 decimals)."""
-    from reproduce.report import Cell, ReportRow, _mark_best
-    from reproduce.spec import Table
+    from reproduce.report.tables import Cell, ReportRow, _mark_best
+    from reproduce.sweep.spec import Table
     rows = [ReportRow(n, n, None, "finished", "", 3, [Cell("rho", None, v), Cell("AP", None, ap)])
             for n, v, ap in (("soft", 0.6277, 13.04), ("hard", 0.6283, 11.9))]
     _mark_best(rows, False, Table("t", "t", "", ["rho", "AP"], [], "t.yaml"))

@@ -51,7 +51,7 @@ def assert_finished_once(workdir: Path, expected_hashes: set[str]):
         tags = run.data.tags
         for tag in (tracking.TAG_PROFILE, tracking.TAG_TABLE, tracking.TAG_ROW, tracking.TAG_COMMIT):
             assert tags.get(tag)
-        from reproduce.fingerprint import library_versions
+        from reproduce.node.fingerprint import library_versions
         assert tags[tracking.TAG_LIBS] == library_versions()  # the job's own environment's (issue 24, item 2)
         assert "model.bbox_head.type" in run.data.params
         history = cl.get_metric_history(run.info.run_id, "train/loss")
@@ -246,7 +246,7 @@ def test_ctrl_c_and_hangup_leave_local_jobs_training(tmp_path):
             os.killpg(proc.pid, signal.SIGHUP)
         (record,) = json.loads((tmp_path / ".reproduce" / "state" / "jobs.json").read_text()).values()
         time.sleep(2)
-        from reproduce.executor import pid_alive
+        from reproduce.backends.executor import pid_alive
         assert pid_alive(int(record["job_id"])), "the local job died with the terminal's process group"
         again = reproduce(tmp_path, sweeps, "run", "one", "--poll", "1")
         assert "already submitted (reattaching)" in again.stderr and "1/1 finished" in again.stderr, again.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""Issue 11, item 4: one job per config across work dirs sharing a tracking store (reproduce/run_lease.py).
+"""Issue 11, item 4: one job per config across work dirs sharing a tracking store (reproduce/node/run_lease.py).
 
 Real MLflow (a SQLite store), real threads racing; the clock is injected only
 to age a claim past ``FRESH_S``."""
@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from reproduce import tracking
-from reproduce.run_lease import FRESH_S, Lease, claims, live_holder
+from reproduce.node.run_lease import FRESH_S, Lease, claims, live_holder
 
 
 @pytest.fixture()
@@ -80,8 +80,8 @@ def test_the_holder_heartbeat_refreshes_its_claim(uri):
 
 
 def test_status_reads_a_run_another_work_dir_trains_as_running():
-    from reproduce.run_lease import Claim
-    from reproduce.status import State, classify
+    from reproduce.node.run_lease import Claim
+    from reproduce.sweep.status import State, classify
     from reproduce.tracking import Attempt, Tracked
     latest = Tracked(None, Attempt("r1", "RUNNING", "120/200", "running", "", 2.0, 1.5))
     claim = Claim("t", "/other/work_dirs/p/h", "SLURM job 42 on node3 (pid 7)", 1000.0)

@@ -1,4 +1,4 @@
-"""The requeue signal saves the iteration in flight (reproduce.save_on_signal):
+"""The requeue signal saves the iteration in flight (reproduce.node.save_on_signal):
 a time-limited attempt keeps what it trained instead of falling back to the
 last periodic checkpoint; during evaluation the signal goes straight through."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from mmengine.hooks import Hook
     from musu.train import load_config, make_runner, set_data_root
-    from reproduce.save_on_signal import SaveOnSignalHook
+    from reproduce.node.save_on_signal import SaveOnSignalHook
 
     data, work, when = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 

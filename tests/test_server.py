@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reproduce import tracking
-from reproduce.server import mlflow_server_env
+from reproduce.tracking.server import mlflow_server_env
 from conftest import raw_runs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reproduce.errors import UserError
-from reproduce.spec import SWEEPS_DIR, available_tables, load_table_file, load_tables, parse_table
+from reproduce.sweep.spec import SWEEPS_DIR, available_tables, load_table_file, load_tables, parse_table
 
 # The paper's tables as printed: (row label, AP) in order.
 PAPER_AP = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 from reproduce import tracking
-from reproduce.payload import Payload, row_text
-from reproduce.plan import Run
-from reproduce.state import JobRecord, JobStore
+from reproduce.node.payload import Payload, row_text
+from reproduce.sweep.plan import Run
+from reproduce.backends.records import JobRecord, JobStore
 
 
 def test_a_tracker_for_another_rank_reads_but_never_writes(tmp_path):

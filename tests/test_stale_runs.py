@@ -8,7 +8,7 @@ import json
 import pytest
 
 from reproduce import tracking
-from reproduce.fingerprint import code_fingerprint
+from reproduce.node.fingerprint import code_fingerprint
 from test_reproduce_run import mlflow_runs, reproduce
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from reproduce.executor import JobState, job_state
-from reproduce.state import JobRecord
-from reproduce.status import ACTIVE, State, classify, last_lines
+from reproduce.backends.executor import JobState, job_state
+from reproduce.backends.records import JobRecord
+from reproduce.sweep.status import ACTIVE, State, classify, last_lines
 from reproduce.tracking import Attempt, Tracked
 
 ME, SLURM = "1000", "64030"
@@ -130,7 +130,7 @@ def test_a_job_slurm_says_nothing_about_is_unknown_not_failed():
 
 def test_slurm_view_reads_squeue_first_then_sacct_ends_else_unknown():
     """SlurmView's rules on answers as the commands print them."""
-    from reproduce.slurm_view import SlurmView, _expand
+    from reproduce.backends.slurm_view import SlurmView, _expand
     assert _expand("95_[1-3,7%2]") == ["95_1", "95_2", "95_3", "95_7"] and _expand("96") == ["96"]
     rec = lambda job, age=600: JobRecord("slurm", job, "", time.time() - age)  # noqa: E731
     view = SlurmView(live={"95_1": "PENDING", "96": "RUNNING"},
@@ -210,7 +210,7 @@ def test_a_reused_pid_or_another_host_is_not_a_running_local_job():
     import os
     import socket
 
-    from reproduce.executor import job_state, process_identity
+    from reproduce.backends.executor import job_state, process_identity
     mine = JobRecord("local", str(os.getpid()), "/nonexistent", **process_identity(os.getpid()))
     assert job_state(mine).phase == "started"
     reused = replace(mine, started_ticks=str(int(mine.started_ticks) + 1))   # same pid, another process
@@ -250,8 +250,8 @@ def test_the_job_that_trained_a_stale_run_is_no_rerun_of_it(tmp_path):
     import os
     import socket
 
-    from reproduce.executor import process_identity
-    from reproduce.status import states_of
+    from reproduce.backends.executor import process_identity
+    from reproduce.sweep.status import states_of
     alive = JobRecord("local", str(os.getpid()), str(tmp_path), time.time(), **process_identity(os.getpid()))
     assert alive.host == socket.gethostname()
     (st,) = states_of({"h": _stale_finished()}, {"h": alive}, ["h"]).values()
@@ -280,9 +280,9 @@ def test_a_rerun_submitted_again_stays_a_rerun(tmp_path):
     trains as the rerun it was: a plain payload would find the stale run finished and stop."""
     from conftest import make_sweeps
 
-    from reproduce.clusters import load_cluster
-    from reproduce.plan import plan_tables
-    from reproduce.submission import Submission
+    from reproduce.sweep.clusters import load_cluster
+    from reproduce.sweep.plan import plan_tables
+    from reproduce.sweep.submission import Submission
     profile, _, (run,) = plan_tables("ci", "one", make_sweeps(tmp_path))
     rerun_job = JobRecord("local", "4242", str(tmp_path), 1.0, rerun_of="old")
     plain = Submission(profile, load_cluster("local"), tmp_path, "sqlite:///x", tmp_path, tmp_path / "w")

@@ -9,7 +9,7 @@ import pytest
 from mlflow.entities import Metric, RunTag
 
 from reproduce import tracking
-from reproduce.tracking_sql import SchemaMismatch, SqlRuns, is_sql
+from reproduce.tracking.sql import SchemaMismatch, SqlRuns, is_sql
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reproduce import weights
+from reproduce.node import weights
 from reproduce.errors import UserError
 from conftest import raw_runs
 

@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import credentials, weights
-from .errors import first_line
+from reproduce.tracking import credentials
+from reproduce.node import weights
+from reproduce.errors import first_line
 
 
 @dataclass
@@ -151,7 +152,7 @@ def _weights(cfg) -> str:
 
 
 def _tracking(uri: str) -> str:
-    from . import tracking
+    from reproduce import tracking
     tracking.check(uri)
     return f"{credentials.redact(uri)} reachable"
 
@@ -205,7 +206,7 @@ def mmcv_ops(device: str) -> list[Check]:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    ap = argparse.ArgumentParser(prog="python -m reproduce.preflight", description=mmcv_ops.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m reproduce.node.preflight", description=mmcv_ops.__doc__)
     ap.add_argument("--ops", action="store_true", required=True,
                     help="run each mmcv op the suite calls on the CPU, and on the GPU where one is seen")
     ap.parse_args(argv)

@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from . import tracking
+from reproduce import tracking
 
 TAG_CLAIM = "musu.claim."  # + token
 FRESH_S = 900.0    # a claim not refreshed for this long is a dead job's (above any evaluation's silence)

@@ -18,8 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .errors import UserError
-from .credentials import redact, scrub, secret
+from reproduce.errors import UserError
+from reproduce.tracking.credentials import redact, scrub, secret
 
 
 def mlflow_server_env() -> dict[str, str]:
@@ -144,7 +144,7 @@ def cmd_server(args) -> int:
 
 def cmd_ui(args) -> int:
     """The MLflow UI on this work dir's store, in the foreground until Ctrl-C."""
-    from . import tracking
+    from reproduce import tracking
     uri = tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
     if not uri.startswith("sqlite:"):
         print(f"reproduce: the store is a tracking server, which serves its own UI: open {redact(uri)}",

@@ -7,7 +7,7 @@ local controller starts, because the controller's clock is the job's time
 limit: a job that waited inside the controller (as it did) spent its limit
 queued and could time out without ever training.
 
-    python -m reproduce.local_slot SLOT_DIR SLOTS -- CONTROLLER_COMMAND...
+    python -m reproduce.backends.local_slot SLOT_DIR SLOTS -- CONTROLLER_COMMAND...
 
 waits for a free slot, then ``exec``s the controller in the same process
 (the pid ``reproduce`` recorded, the same start time), holding the slot's
@@ -42,14 +42,14 @@ def acquire(slot_dir: str | os.PathLike, slots: int, poll: float = 1.0) -> tuple
 
 def command(slot_dir: str | os.PathLike, slots: int, controller: list[str]) -> list[str]:
     """The controller's command line, behind the wait for a slot."""
-    return [sys.executable, "-m", "reproduce.local_slot", str(slot_dir), str(slots), "--", *controller]
+    return [sys.executable, "-m", "reproduce.backends.local_slot", str(slot_dir), str(slots), "--", *controller]
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     slot_dir, slots, sep, *controller = argv
     if sep != "--" or not controller:
-        raise SystemExit("usage: python -m reproduce.local_slot SLOT_DIR SLOTS -- COMMAND...")
+        raise SystemExit("usage: python -m reproduce.backends.local_slot SLOT_DIR SLOTS -- COMMAND...")
     index, fd = acquire(slot_dir, int(slots))
     os.set_inheritable(fd, True)  # the controller holds the slot until it ends
     os.environ[SLOT_ENV] = str(index)

@@ -19,18 +19,20 @@ from pathlib import Path
 
 import submitit
 
-from . import preflight, tracking
-from .metrics import coco_keys
-from .payload import Payload
-from .run_lease import Lease
-from .run_lock import HELD, RunLock
+from reproduce.node import preflight
+from reproduce import tracking
+from reproduce.metrics import coco_keys
+from reproduce.node.payload import Payload
+from reproduce.node.run_lease import Lease
+from reproduce.node.run_lock import HELD, RunLock
+from reproduce.paths import REPO
 
 BEAT_S = 60.0  # the longest a live job's claim goes without a heartbeat while it evaluates
 
 
 def git_commit() -> str:
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = REPO
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -256,8 +258,8 @@ def run_training(payload: Payload) -> dict:
     if payload.torch_home:  # the weights cache `reproduce run` filled: jobs never download
         os.environ["TORCH_HOME"] = payload.torch_home
     tracker = tracking.Tracker(payload.tracking_uri, rank=rank)
-    from .fingerprint import code_fingerprint, data_fingerprint, library_versions
-    from .status import stale_because
+    from reproduce.node.fingerprint import code_fingerprint, data_fingerprint, library_versions
+    from reproduce.sweep.status import stale_because
     code, libraries = code_fingerprint(), library_versions()
     data = data_fingerprint(payload.data_root, payload.options) if payload.data_root else None
     # 1. A job SLURM requeues after it already finished (a requeue racing the job's last
@@ -330,7 +332,7 @@ def run_training(payload: Payload) -> dict:
                                                                             lambda: has_checkpoint(work_dir)),
                                       launcher=payload.launcher)
         runner.register_hook(_start_hook_cls()(rank, world))
-        from .save_on_signal import SaveOnSignalHook
+        from reproduce.node.save_on_signal import SaveOnSignalHook
         # Half the warning time to end the iteration in flight; the rest to save and requeue.
         runner.register_hook(SaveOnSignalHook(grace_s=min(120.0, float(payload.signal_delay_s) / 2)))
         interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))

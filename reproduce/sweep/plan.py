@@ -6,7 +6,7 @@ default MuSu setting is in Tables 1-5) is one run, trained once, and a finished
 run is never trained again whatever table asks for it. A job trains exactly the
 options that were hashed (``Run.options``); only the dataset's location is
 added there (``musu.train.set_data_root``), and the code that trained it is
-recorded beside it (``reproduce.fingerprint``: stale, not another run).
+recorded beside it (``reproduce.node.fingerprint``: stale, not another run).
 """
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError, first_line
-from .profiles import Profile, load_profile
-from .spec import SWEEPS_DIR, Row, Table, available_tables, load_tables
+from reproduce.errors import UserError, first_line
+from reproduce.sweep.profiles import Profile, load_profile
+from reproduce.sweep.spec import SWEEPS_DIR, Row, Table, available_tables, load_tables
+from reproduce.paths import cache_dir
 
 # The modules whose code decides what a plan holds (its runs, options and hashes): a change
 # to any of them invalidates the plan cache. tests/test_plan.py checks the list against
 # the modules this one imports.
-PLAN_MODULES = ("reproduce.plan", "reproduce.spec", "reproduce.profiles", "reproduce.schema", "reproduce.metrics",
+PLAN_MODULES = ("reproduce.sweep.plan", "reproduce.sweep.spec", "reproduce.sweep.profiles", "reproduce.schema",
+                "reproduce.metrics", "reproduce.paths",
                 "reproduce.errors",
                 "musu.core.switches", "musu.configs", "musu.data.synthetic")
 
@@ -232,12 +234,6 @@ def _mmdet_version() -> str:
         return "unknown"
 
 
-def cache_dir(kind: str = "plans") -> Path:
-    """The suite's cache of ``kind`` (plans, data digests), under XDG_CACHE_HOME."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "musu-reproduce" / kind
-
-
 def _cache_load(key: str) -> list[Run] | None:
     path = cache_dir() / f"{key}.json"
     try:
@@ -285,7 +281,7 @@ def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches:
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings; values read as YAML (0.2, true, null, [1, 2])."""
-    from .schema import load_yaml_text
+    from reproduce.schema import load_yaml_text
     out = {}
     for item in items:
         key, sep, value = item.partition("=")

@@ -19,14 +19,14 @@ from typing import Any, Iterator
 
 import submitit
 
-from .clusters import Cluster
-from .errors import UserError
-from . import local_slot
-from .job import TrainJob
-from .payload import Payload
-from .run_lock import HELD
-from .state import JobRecord
-from .slurm_view import ENDED, UNKNOWN, VANISHED, WAITING, SlurmView
+from reproduce.sweep.clusters import Cluster
+from reproduce.errors import UserError
+from reproduce.backends import local_slot
+from reproduce.node.job import TrainJob
+from reproduce.node.payload import Payload
+from reproduce.node.run_lock import HELD
+from reproduce.backends.records import JobRecord
+from reproduce.backends.slurm_view import ENDED, UNKNOWN, VANISHED, WAITING, SlurmView
 
 
 

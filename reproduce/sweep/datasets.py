@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserError
-from .profiles import Profile
+from reproduce.errors import UserError
+from reproduce.sweep.profiles import Profile
 
 
 def root_of(profile: Profile, base: Path) -> Path:
@@ -15,8 +15,8 @@ def root_of(profile: Profile, base: Path) -> Path:
 
 
 def fingerprint_today(profile: Profile, base: Path, runs: list) -> str | None:
-    """The fingerprint of the annotations the profile's runs would read now (``reproduce.fingerprint``)."""
-    from .fingerprint import data_fingerprint
+    """The fingerprint of the annotations the profile's runs would read now (``reproduce.node.fingerprint``)."""
+    from reproduce.node.fingerprint import data_fingerprint
     return data_fingerprint(root_of(profile, base), runs[0].options) if runs else None
 
 

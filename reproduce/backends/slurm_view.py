@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .state import JobRecord
+from reproduce.backends.records import JobRecord
 
 # Ends sacct records: the job will not run again unless someone requeues it.
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "PREEMPTED",

@@ -10,17 +10,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from . import tracking
-from .errors import UserError
-from .payload import row_text
-from .cli import plan_args
-from .plan import Planner, Run
-from .state import JobStore
-from .status import ACTIVE, State, duration, states_of
-from .weights import prefetch, pretrained
+from reproduce import tracking
+from reproduce.errors import UserError
+from reproduce.node.payload import row_text
+from reproduce.cli import plan_args
+from reproduce.sweep.plan import Planner, Run
+from reproduce.backends.records import JobStore
+from reproduce.sweep.status import ACTIVE, State, duration, states_of
+from reproduce.node.weights import prefetch, pretrained
 
 if TYPE_CHECKING:
-    from .submission import Submission
+    from reproduce.sweep.submission import Submission
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -60,7 +60,7 @@ def cmd_status(args) -> int:
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir), read_only=True)
     mlruns = tracking.Tracker(uri).runs_by_hash(profile.name, {r.config_hash for r in runs})
     records = JobStore.at(args.workdir).records(profile.name)
-    from .datasets import fingerprint_today
+    from reproduce.sweep.datasets import fingerprint_today
     states = states_of(mlruns, records, (r.config_hash for r in runs), fingerprint_today(profile, args.workdir, runs),
                        args.stale_libraries)
     by_row: dict[tuple[str, str], list[Run]] = {}  # a row of several seeds: one run each, each shown
@@ -100,10 +100,10 @@ def cmd_status(args) -> int:
 
 # ---- run ------------------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
-    from . import datasets
-    from .clusters import check_against_slurm, load_cluster
-    from .executor import local_gpu_ids, require_local_gpus
-    from .submission import Submission, decide
+    from reproduce.sweep import datasets
+    from reproduce.sweep.clusters import check_against_slurm, load_cluster
+    from reproduce.backends.executor import local_gpu_ids, require_local_gpus
+    from reproduce.sweep.submission import Submission, decide
 
     profile, tables, runs = plan_args(args)
     cluster = load_cluster(args.cluster)

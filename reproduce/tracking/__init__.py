@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
-from . import credentials
-from .errors import UserError, first_line
+from reproduce.tracking import credentials
+from reproduce.errors import UserError, first_line
 
 T = TypeVar("T")
 DEFAULT_DB = "mlruns.db"
@@ -150,7 +150,7 @@ def _database_down(uri: str, timeout: float) -> str | None:
     one line; None when it does, or for any other store. One attempt, ``timeout`` seconds:
     MLflow's own engine creation retries a refused connection for about an hour, which
     is right in a job waiting out a restart and wrong for a command just typed."""
-    from .tracking_sql import is_sql
+    from reproduce.tracking.sql import is_sql
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
     if not is_sql(uri) or scheme == "sqlite":
         return None
@@ -169,7 +169,7 @@ def _database_down(uri: str, timeout: float) -> str | None:
 
 
 def _reads_directly(uri: str) -> bool:
-    from .tracking_sql import SqlRuns, is_sql
+    from reproduce.tracking.sql import SqlRuns, is_sql
     if not is_sql(uri) or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()):
         return False
     try:
@@ -241,7 +241,7 @@ class Tracker:
     """
 
     def __init__(self, uri: str | None = None, rank: int = 0) -> None:
-        from .tracking_sql import SqlRuns, is_sql
+        from reproduce.tracking.sql import SqlRuns, is_sql
         self.uri = resolve_uri(uri)
         self._client = None
         self._sql = None  # bulk reads without MLflow (tracking_sql)
@@ -280,7 +280,7 @@ class Tracker:
         """All runs of a profile, grouped by config hash (newest first): one paged query."""
         wanted = set(hashes) if hashes is not None else None
         if self._sql is not None:
-            from .tracking_sql import SchemaMismatch
+            from reproduce.tracking.sql import SchemaMismatch
             try:
                 return self._runs_by_sql(profile, wanted)
             except SchemaMismatch:

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .schema import integer, known_keys, load_yaml, mapping
+from reproduce.errors import UserError
+from reproduce.schema import integer, known_keys, load_yaml, mapping
+from reproduce.paths import REPO
 
-CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
+CLUSTER_DIR = REPO / "cluster"
 # sbatch options the suite sets itself: overriding them through ``sbatch_extra``
 # would break requeue-with-resume, the job array, the logs `reproduce logs`
 # reads, or contradict a field of the profile. Each maps to what to write instead.

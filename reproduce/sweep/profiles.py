@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .schema import integer, known_keys, load_yaml, mapping
-from .spec import SWEEPS_DIR, Table
+from reproduce.errors import UserError
+from reproduce.schema import integer, known_keys, load_yaml, mapping
+from reproduce.sweep.spec import SWEEPS_DIR, Table
 
 PROFILE_KEYS = {"name", "description", "dataset", "gpus", "processes", "images_per_gpu", "configs", "cfg_options",
                 "cost", "patches", "seeds", "rows", "fps"}

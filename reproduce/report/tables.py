@@ -17,17 +17,18 @@ from typing import Any
 
 import jinja2
 
-from . import tracking
-from .metrics import metrics
-from .cli import plan_args
-from .errors import UserError
-from .plan import Run
-from .profiles import Profile
-from .spec import SWEEPS_DIR, Table
-from .state import JobRecord, JobStore
-from .status import RunState, State, states_of
+from reproduce import tracking
+from reproduce.metrics import metrics
+from reproduce.cli import plan_args
+from reproduce.errors import UserError
+from reproduce.sweep.plan import Run
+from reproduce.sweep.profiles import Profile
+from reproduce.sweep.spec import SWEEPS_DIR, Table
+from reproduce.backends.records import JobRecord, JobStore
+from reproduce.sweep.status import RunState, State, states_of
+from reproduce.paths import REPO
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
+TEMPLATES = REPO / "reports" / "templates"
 
 
 def fmt(metric: str, value: float | None) -> str:
@@ -80,7 +81,7 @@ class ReportRow:
     runs: int
     cells: list[Cell] = field(default_factory=list)
     switches: dict[str, Any] = field(default_factory=dict)
-    stale: bool = False  # a number from code other than today's (reproduce.fingerprint)
+    stale: bool = False  # a number from code other than today's (reproduce.node.fingerprint)
     submit: list[str] = field(default_factory=list)  # its runs' detections on an unlabeled test split (COCO's server)
     finished_ids: list[str] = field(default_factory=list)  # the MLflow runs of its finished seeds
     maps_b64: str | None = None  # Figure 1 of its first finished seed (HTML only: ``attach_maps``)
@@ -313,8 +314,8 @@ def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, 
 
 
 def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
-    """The orderings document (``reproduce.orderings``) for the rows of ``tables``."""
-    from . import orderings as od
+    """The orderings document (``reproduce.report.orderings``) for the rows of ``tables``."""
+    from reproduce.report import orderings as od
     found = od.verdicts(tables)
     if not found:
         raise UserError("none of the paper's orderings has its rows in these tables",
@@ -345,7 +346,7 @@ def cmd_report(args) -> int:
         tracker = tracking.Tracker(tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir),
                                                    read_only=True))
         records = JobStore.at(args.workdir).records(profile.name)
-    from .datasets import fingerprint_today
+    from reproduce.sweep.datasets import fingerprint_today
     tables = gather(profile, specs, runs, tracker, records,
                     fingerprint_today(profile, args.workdir, runs) if tracker is not None else None,
                     args.stale_libraries)
@@ -363,7 +364,7 @@ def cmd_report(args) -> int:
         return 0
     plots = {}
     if args.format == "html" or args.output:
-        from .plots import make_plots
+        from reproduce.report.plots import make_plots
         plots = make_plots(tables, args.output or (args.workdir / "reports-tmp"))
     if args.format == "html" and tracker is not None:
         import tempfile

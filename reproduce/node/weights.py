@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import UserError
+from reproduce.errors import UserError
 
 
 def pretrained(cfg) -> list[str]:

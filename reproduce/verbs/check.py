@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from . import preflight, tracking
-from .errors import UserError, first_line
+from reproduce.node import preflight
+from reproduce import tracking
+from reproduce.errors import UserError, first_line
 
 
 def _distinct(planner, runs, data_root: Path) -> dict[str, dict[str, Any]]:
@@ -58,11 +59,11 @@ def _task_id() -> int:
 
 
 def cmd_check(args) -> int:
-    from . import datasets
-    from .clusters import check_against_slurm, load_cluster
-    from .executor import require_local_gpus
-    from .cli import plan_args
-    from .plan import Planner
+    from reproduce.sweep import datasets
+    from reproduce.sweep.clusters import check_against_slurm, load_cluster
+    from reproduce.backends.executor import require_local_gpus
+    from reproduce.cli import plan_args
+    from reproduce.sweep.plan import Planner
 
     profile, tables, runs = plan_args(args)
     cluster = load_cluster(args.cluster)
@@ -104,7 +105,7 @@ def _on_cluster(cluster, workdir: Path, payload: dict[str, Any], gpus: int, proc
     """One short job, one task per GPU (as a run uses them); every task's rows."""
     import submitit
 
-    from .executor import make_executor
+    from reproduce.backends.executor import make_executor
     ex = make_executor(cluster, workdir / ".reproduce" / "submitit" / "check", gpus, processes)
     ex.update_parameters(timeout_min=min(cluster.time_min, 15), name="musu-check")
     job = ex.submit(check_task, payload)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from .clusters import Cluster
-from .payload import Payload
-from .plan import Run
-from .profiles import Profile
-from .state import JobRecord, JobStore
-from .status import ACTIVE, RunState, State
+from reproduce.sweep.clusters import Cluster
+from reproduce.node.payload import Payload
+from reproduce.sweep.plan import Run
+from reproduce.sweep.profiles import Profile
+from reproduce.backends.records import JobRecord, JobStore
+from reproduce.sweep.status import ACTIVE, RunState, State
 
 
 @dataclass
@@ -105,7 +105,7 @@ class Submission:
     def submit(self, runs: list[Run], records: dict[str, JobRecord], resubmitted: bool = False
                ) -> dict[str, JobRecord]:
         """Submit ``runs`` and record their jobs, each after the run's earlier jobs."""
-        from .executor import submit
+        from reproduce.backends.executor import submit
         payloads = [self.payload(r, records.get(r.config_hash)) for r in runs]
         jobs = submit(self.cluster, self.submitit_folder, payloads, self.profile.gpus, self.profile.processes)
         new = {h: records[h].then(job, resubmitted) if h in records else job for h, job in jobs.items()}

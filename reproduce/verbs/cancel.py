@@ -17,12 +17,12 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from .errors import UserError
-from .executor import job_state
-from .cli import plan_args
-from .plan import select_rows
-from .slurm_view import SlurmView
-from .state import JobRecord, JobStore
+from reproduce.errors import UserError
+from reproduce.backends.executor import job_state
+from reproduce.cli import plan_args
+from reproduce.sweep.plan import select_rows
+from reproduce.backends.slurm_view import SlurmView
+from reproduce.backends.records import JobRecord, JobStore
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 

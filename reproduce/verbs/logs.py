@@ -6,11 +6,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import credentials, tracking
-from .errors import UserError
-from .cli import plan_args
-from .plan import select_rows
-from .state import JobRecord, JobStore
+from reproduce.tracking import credentials
+from reproduce import tracking
+from reproduce.errors import UserError
+from reproduce.cli import plan_args
+from reproduce.sweep.plan import select_rows
+from reproduce.backends.records import JobRecord, JobStore
 
 
 def log_paths(record: JobRecord) -> list[Path]:
@@ -54,7 +55,7 @@ def cmd_logs(args) -> int:
 
 def _follow(record: JobRecord, paths: list[Path], offsets: dict[Path, int]) -> None:
     """Print what the logs gain until the job ends (Ctrl-C stops following, not the job)."""
-    from .executor import job_state
+    from reproduce.backends.executor import job_state
     while True:
         ended = job_state(record).phase == "ended"
         for path in paths:

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from .errors import UserError
-from .metrics import metrics
-from .schema import known_keys, load_yaml, mapping, text
-from .spec import SWEEPS_DIR
+from reproduce.errors import UserError
+from reproduce.metrics import metrics
+from reproduce.schema import known_keys, load_yaml, mapping, text
+from reproduce.sweep.spec import SWEEPS_DIR
 
 VOCABULARY = SWEEPS_DIR / "vocabulary" / "orderings.yaml"
 KEYS = {"claim", "evidence", "metric", "higher", "lower"}

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .metrics import metrics
-from .schema import integer, known_keys, load_yaml, mapping
+from reproduce.errors import UserError
+from reproduce.metrics import metrics
+from reproduce.schema import integer, known_keys, load_yaml, mapping
+from reproduce.paths import REPO
 
-SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+SWEEPS_DIR = REPO / "sweeps"
 METHODS = ("musu", "fcos", "fcospp", "atss", "paa", "autoassign", "freeanchor", "sapd", "mal")
 BACKBONES = ("r50", "r101", "r101-dcn")
 SCHEDULES = ("1x", "2x")

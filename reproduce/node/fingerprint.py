@@ -30,8 +30,9 @@ import json
 import os
 from importlib import metadata
 from pathlib import Path
+from reproduce.paths import REPO, cache_dir
 
-MUSU_DIR = Path(__file__).resolve().parent.parent / "musu"
+MUSU_DIR = REPO / "musu"
 # The libraries whose versions change what a run computes.
 LIBRARIES = ("torch", "mmcv", "mmdet", "mmengine", "numpy", "pycocotools")
 
@@ -109,7 +110,6 @@ def _file_digest(path: Path) -> str | None:
         st = path.stat()
     except OSError:
         return None
-    from .plan import cache_dir
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
     cached = cache_dir("data") / f"{key}.json"
     try:

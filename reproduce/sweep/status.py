@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Iterable
 
-from .run_lease import Claim, live_holder
-from .tracking import Tracked
+from reproduce.node.run_lease import Claim, live_holder
+from reproduce.tracking import Tracked
 
 if TYPE_CHECKING:
-    from .executor import JobState
+    from reproduce.backends.executor import JobState
 
 
 class State(str, Enum):
@@ -49,7 +49,7 @@ class RunState:
     detail: str = ""
     metrics: dict | None = None
     seconds_left: float | None = None  # a running row's estimate, from its recent rate
-    stale: bool = False                # finished with code other than today's (see reproduce.fingerprint)
+    stale: bool = False                # finished with code other than today's (see reproduce.node.fingerprint)
     finished_id: str = ""              # the finished MLflow run a FINISHED state stands on
 
 
@@ -108,7 +108,7 @@ def stale_because(tracked: Tracked, code: str | None, data: str | None, librarie
     (today's), or on annotations other than ``data`` (today's; a run that recorded none is not
     called stale for it), or, when ``libraries`` is given (the user counts them:
     ``--stale-libraries``), with other library versions than those."""
-    from .fingerprint import legacy_code_fingerprint, library_changes
+    from reproduce.node.fingerprint import legacy_code_fingerprint, library_changes
     why = []
     if code and tracked.finished_libs is None:
         # recorded before the libraries were kept apart: one fingerprint of code and libraries
@@ -160,7 +160,7 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
         if stale:
             detail += f" (stale: {why}; `reproduce run --rerun-stale` retrains it)"
         elif libraries and tracked.finished_libs:
-            from .fingerprint import library_changes
+            from reproduce.node.fingerprint import library_changes
             changes = library_changes(tracked.finished_libs, libraries)
             if changes:  # shown, not called stale: this process's environment need not be the jobs'
                 detail += f" (its job ran {changes} from here; --stale-libraries counts that as stale)"
@@ -237,10 +237,10 @@ def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable
     with one squeue and one sacct for all their SLURM jobs (``SlurmView``); ``data``:
     today's fingerprint of the runs' annotations (``datasets.fingerprint_today``);
     ``stale_libraries``: other library versions than this process's make a run stale."""
-    from .executor import job_state
-    from .fingerprint import code_fingerprint, library_versions
-    from .slurm_view import SlurmView
-    from .tracking import tracked
+    from reproduce.backends.executor import job_state
+    from reproduce.node.fingerprint import code_fingerprint, library_versions
+    from reproduce.backends.slurm_view import SlurmView
+    from reproduce.tracking import tracked
     code, libraries = code_fingerprint(), library_versions()
     counted = libraries if stale_libraries else None
     runs = {h: tracked(mlruns.get(h, [])) for h in hashes}
