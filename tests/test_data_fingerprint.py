@@ -7,7 +7,8 @@ import os
 import shutil
 
 from reproduce.node.fingerprint import annotation_files, data_fingerprint
-from reproduce.sweep.status import State, classify, stale_because
+from reproduce.node.fingerprint import stale_because
+from reproduce.sweep.status import State, classify
 from reproduce.tracking import Tracked
 
 OPTIONS = {"train_dataloader.dataset.ann_file": "annotations/train.json",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from reproduce.backends import executor
-slot_devices = executor.slot_devices
+from reproduce.backends import local
+slot_devices = local.slot_devices
 
 
 def test_each_slot_gets_its_own_gpus():
@@ -23,7 +23,7 @@ def test_the_callers_own_device_list_is_kept(monkeypatch):
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert executor.local_gpu_ids() == ["5", "7"]
+    assert local.local_gpu_ids() == ["5", "7"]
 
 
 def test_a_slot_beyond_the_machines_gpus_is_refused():

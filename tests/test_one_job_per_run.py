@@ -40,8 +40,8 @@ def test_two_jobs_of_one_run_train_it_once(tmp_path):
 
     from reproduce.sweep import datasets
     from reproduce import tracking
-    from reproduce.sweep.clusters import load_cluster
-    from reproduce.backends.executor import pid_alive
+    from reproduce.backends.clusters import load_cluster
+    from reproduce.backends.local import pid_alive
     from reproduce.sweep.plan import plan_tables
     from reproduce.sweep.submission import Submission
     sweeps = make_sweeps(tmp_path, iters=16, ckpt=8)
@@ -51,7 +51,7 @@ def test_two_jobs_of_one_run_train_it_once(tmp_path):
                      datasets.prepare(profile, tmp_path), tmp_path / "weights", parallel=2)
     import submitit
 
-    from reproduce.backends.executor import DetachedLocalExecutor, LocalSlotJob
+    from reproduce.backends.local import DetachedLocalExecutor, LocalSlotJob
     one = sub.payload(run)
     ex = DetachedLocalExecutor(tmp_path / "jobs", 3, one.slot_dir, one.slots)
     ex.update_parameters(timeout_min=30, gpus_per_node=0, tasks_per_node=1)
@@ -84,8 +84,8 @@ def test_two_work_dirs_on_one_store_train_a_run_once(tmp_path, capfd):
     from reproduce.sweep import datasets
     from reproduce import tracking
     from reproduce.cli import main
-    from reproduce.sweep.clusters import load_cluster
-    from reproduce.backends.executor import DetachedLocalExecutor, LocalSlotJob, pid_alive
+    from reproduce.backends.clusters import load_cluster
+    from reproduce.backends.local import DetachedLocalExecutor, LocalSlotJob, pid_alive
     from reproduce.sweep.plan import plan_tables
     from reproduce.node.run_lease import TAG_CLAIM
     from reproduce.sweep.submission import Submission

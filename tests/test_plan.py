@@ -83,7 +83,7 @@ def test_a_job_trains_the_options_its_hash_was_made_from_in_any_work_dir(tmp_pat
     from conftest import make_sweeps
 
     from reproduce.sweep import datasets
-    from reproduce.sweep.clusters import load_cluster
+    from reproduce.backends.clusters import load_cluster
     from reproduce.sweep.plan import Planner, config_hash, plan_tables
     from reproduce.sweep.submission import Submission
     sweeps = make_sweeps(tmp_path)

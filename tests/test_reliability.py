@@ -155,7 +155,7 @@ def test_cluster_profile_types_and_reserved_sbatch_options(tmp_path, capsys, ci_
 
 
 def test_cluster_profile_accepts_plain_extras(tmp_path):
-    from reproduce.sweep import clusters
+    from reproduce.backends import clusters
     path = tmp_path / "ok.yaml"
     path.write_text("setup: [module load cuda/12.4, source ~/venv/bin/activate]\n"
                     "sbatch_extra: {constraint: a100, exclusive: true, gres-flags: enforce-binding}\n")
@@ -166,17 +166,18 @@ def test_cluster_profile_accepts_plain_extras(tmp_path):
 
 @pytest.mark.slow
 def test_unknown_partition_and_gpus_caught_by_sinfo(tmp_path, capsys, ci_sweeps, slurm_cluster, monkeypatch):
-    from reproduce.sweep import clusters
+    from reproduce.backends import clusters
+    from reproduce.backends.slurm import check_against_slurm
     cdir = tmp_path / "clusters"
     cdir.mkdir()
     (cdir / "bad.yaml").write_text("partition: nosuchpartition\n")
     (cdir / "gpus.yaml").write_text("partition: debug\ngpus_per_node: 8\n")
     monkeypatch.setattr(clusters, "CLUSTER_DIR", cdir)
     with pytest.raises(Exception) as info:
-        clusters.check_against_slurm(clusters.load_cluster("bad", cdir), 0)
+        check_against_slurm(clusters.load_cluster("bad", cdir), 0)
     assert "partition 'nosuchpartition' does not exist" in str(info.value) and "debug" in str(info.value)
     with pytest.raises(Exception) as info:
-        clusters.check_against_slurm(clusters.load_cluster("gpus", cdir), 8)
+        check_against_slurm(clusters.load_cluster("gpus", cdir), 8)
     assert "need 8 GPUs" in str(info.value)
 
 
@@ -208,11 +209,11 @@ def test_checkpoint_io_error_is_not_read_as_corruption(tmp_path, monkeypatch):
 
 
 def test_a_storage_failure_reads_killed_and_is_resubmitted():
-    from reproduce.backends.executor import JobState
+    from reproduce.backends import JobState
     from reproduce.sweep.status import State, classify
     from reproduce.tracking import Attempt, Tracked
     latest = Attempt("r", "FAILED", "40/100", "storage", "musu.train.CheckpointIOError: checkpoint x could not be read")
-    st = classify(Tracked(None, latest), JobState("7", "slurm", "ended", "failed", result="error"), "0")
+    st = classify(Tracked(None, latest), JobState("7", "SLURM job 7", "ended", "failed", result="error"), "0")
     assert st.state == State.KILLED and "could not read its checkpoint" in st.detail
 
 

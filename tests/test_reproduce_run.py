@@ -246,7 +246,7 @@ def test_ctrl_c_and_hangup_leave_local_jobs_training(tmp_path):
             os.killpg(proc.pid, signal.SIGHUP)
         (record,) = json.loads((tmp_path / ".reproduce" / "state" / "jobs.json").read_text()).values()
         time.sleep(2)
-        from reproduce.backends.executor import pid_alive
+        from reproduce.backends.local import pid_alive
         assert pid_alive(int(record["job_id"])), "the local job died with the terminal's process group"
         again = reproduce(tmp_path, sweeps, "run", "one", "--poll", "1")
         assert "already submitted (reattaching)" in again.stderr and "1/1 finished" in again.stderr, again.stderr[-2000:]

@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
         "default_hooks.logger.interval": 1, "train_dataloader.batch_size": 2})
     set_data_root(cfg, data)
     RUNNER, _ = make_runner(cfg, work, resume=False)
-    RUNNER.register_hook(SaveOnSignalHook(grace_s=30))
+    RUNNER.register_hook(SaveOnSignalHook(signal.SIGUSR2, grace_s=30))
     RUNNER.register_hook(Sender())
     RUNNER.train()
 """)

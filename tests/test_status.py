@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from reproduce.backends.executor import JobState, job_state
+from reproduce import backends
+from reproduce.backends import JobState
 from reproduce.backends.records import JobRecord
 from reproduce.sweep.status import ACTIVE, State, classify, last_lines
 from reproduce.tracking import Attempt, Tracked
@@ -27,11 +28,17 @@ def attempt(status="RUNNING", progress="120/200", state_tag="", error=""):
 
 
 def local(phase, **kw):
-    return JobState("4242", "local", phase, **kw)
+    """A local job as ``LocalBackend`` reports it (started reads queued until its run trains)."""
+    return JobState("4242", "local job 4242", phase, queued_until_tracked=True, **kw)
 
 
 def slurm(phase, state, **kw):
-    return JobState("42", "slurm", phase, state, **kw)
+    return JobState("42", "SLURM job 42", phase, state, **kw)
+
+
+def job_state(record):
+    """What the record's backend says of its job, asked alone."""
+    return backends.poll([record])[record]
 
 
 def test_a_finished_run_is_finished_whatever_its_job_says():
@@ -124,7 +131,10 @@ def test_the_states_read_as_their_words():
 
 def test_a_job_slurm_says_nothing_about_is_unknown_not_failed():
     """Issue 11, item 6: no usable answer from squeue and sacct is asked again, never a failure."""
-    st = classify(attempt("RUNNING"), slurm("unknown", "unknown"), ME)
+    from reproduce.backends.slurm import SlurmBackend
+    from reproduce.backends.slurm_view import SlurmView
+    silent = SlurmBackend().state_of(JobRecord("slurm", "42", "/x"), SlurmView(live=None, records=None))
+    st = classify(attempt("RUNNING"), silent, ME)
     assert st.state == State.UNKNOWN and "asking again" in st.detail
 
 
@@ -210,7 +220,7 @@ def test_a_reused_pid_or_another_host_is_not_a_running_local_job():
     import os
     import socket
 
-    from reproduce.backends.executor import job_state, process_identity
+    from reproduce.backends.local import process_identity
     mine = JobRecord("local", str(os.getpid()), "/nonexistent", **process_identity(os.getpid()))
     assert job_state(mine).phase == "started"
     reused = replace(mine, started_ticks=str(int(mine.started_ticks) + 1))   # same pid, another process
@@ -250,7 +260,7 @@ def test_the_job_that_trained_a_stale_run_is_no_rerun_of_it(tmp_path):
     import os
     import socket
 
-    from reproduce.backends.executor import process_identity
+    from reproduce.backends.local import process_identity
     from reproduce.sweep.status import states_of
     alive = JobRecord("local", str(os.getpid()), str(tmp_path), time.time(), **process_identity(os.getpid()))
     assert alive.host == socket.gethostname()
@@ -280,7 +290,7 @@ def test_a_rerun_submitted_again_stays_a_rerun(tmp_path):
     trains as the rerun it was: a plain payload would find the stale run finished and stop."""
     from conftest import make_sweeps
 
-    from reproduce.sweep.clusters import load_cluster
+    from reproduce.backends.clusters import load_cluster
     from reproduce.sweep.plan import plan_tables
     from reproduce.sweep.submission import Submission
     profile, _, (run,) = plan_tables("ci", "one", make_sweeps(tmp_path))

@@ -30,7 +30,11 @@ import json
 import os
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 from reproduce.paths import REPO, cache_dir
+
+if TYPE_CHECKING:
+    from reproduce.tracking import Tracked
 
 MUSU_DIR = REPO / "musu"
 # The libraries whose versions change what a run computes.
@@ -82,6 +86,27 @@ def library_changes(then: str, now: str) -> str:
     new = dict(item.split("==", 1) for item in now.split() if "==" in item)
     return ", ".join(f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in LIBRARIES
                      if old.get(k, "-") != new.get(k, "-"))
+
+
+def stale_because(tracked: "Tracked", code: str | None, data: str | None, libraries: str | None = None) -> str:
+    """Why a finished run is stale ('' when it is not): trained with other code than ``code``
+    (today's), or on annotations other than ``data`` (today's; a run that recorded none is not
+    called stale for it), or, when ``libraries`` is given (the user counts them:
+    ``--stale-libraries``), with other library versions than those."""
+    why = []
+    if code and tracked.finished_libs is None:
+        # recorded before the libraries were kept apart: one fingerprint of code and libraries
+        if tracked.finished_code != legacy_code_fingerprint():
+            why.append(f"trained with code {tracked.finished_code or 'of an older version'} (a fingerprint of the "
+                       "code and its libraries together, from before they were recorded apart), now another")
+    elif code and tracked.finished_code != code:
+        why.append(f"trained with code {tracked.finished_code or 'of an older version'}, now {code}")
+    if data and tracked.finished_data and tracked.finished_data != data:
+        why.append(f"trained on annotations {tracked.finished_data}, now {data}")
+    changed = library_changes(tracked.finished_libs, libraries) if libraries and tracked.finished_libs else ""
+    if changed:
+        why.append(f"trained with {changed}")
+    return "; ".join(why)
 
 
 def annotation_files(options: dict) -> list[str]:

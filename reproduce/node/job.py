@@ -1,11 +1,11 @@
 """What runs inside a job (local process or SLURM task): train one run,
 tracked in MLflow, resumable after preemption.
 
-``TrainJob`` is a ``submitit.helpers.Checkpointable``: when SLURM preempts the
-job or its time limit nears, submitit calls ``checkpoint`` and requeues the
-same call; the next attempt resumes from the work dir's last mmengine
-checkpoint and continues the *same* MLflow run, so no iteration before that
-checkpoint is trained again and no second run appears.
+A backend calls ``run_training`` in the job (``backends.train_job``); when the
+job is preempted or its time limit nears, the backend requeues the same call
+and the next attempt resumes from the work dir's last mmengine checkpoint and
+continues the *same* MLflow run, so no iteration before that checkpoint is
+trained again and no second run appears.
 """
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ import time
 import traceback
 from pathlib import Path
 
-import submitit
-
 from reproduce.node import preflight
 from reproduce import tracking
 from reproduce.metrics import coco_keys
-from reproduce.node.payload import Payload
+from reproduce.node.payload import DDP_LAUNCHER, Payload
 from reproduce.node.run_lease import Lease
 from reproduce.node.run_lock import HELD, RunLock
 from reproduce.paths import REPO
@@ -203,7 +201,7 @@ def setup_distributed(payload: Payload, cfg) -> int:
     a CUDA device, so on CPU the gloo group is started here and DDP is told to
     use no device ids.
     """
-    if payload.launcher != "slurm":
+    if payload.launcher != DDP_LAUNCHER:
         return 1
     import torch
     os.environ["MASTER_PORT"] = str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)
@@ -237,7 +235,8 @@ def _start_hook_cls():
     return AttemptStartHook
 
 
-def run_training(payload: Payload) -> dict:
+def run_training(payload: Payload, requeue_signal: int | None = None,
+                 interruptions: tuple[type[BaseException], ...] = ()) -> dict:
     """Train one run end to end; returns its final metrics. Safe to call again after a kill.
 
     1. A run of this config already finished (and evaluated) is not trained again.
@@ -251,6 +250,10 @@ def run_training(payload: Payload) -> dict:
        for a profile with an unlabeled test split, its detections file for COCO's server),
        then ends the run FINISHED.
     Any failure ends the run FAILED (KILLED for an interruption) with its error.
+
+    ``requeue_signal``: the signal the backend requeues on (a checkpoint is saved when it
+    comes, ``save_on_signal``); ``interruptions``: the backend's exceptions that mean the job
+    was stopped from outside, not that the run failed.
     """
     from musu.train import CheckpointIOError, load_config, make_runner
 
@@ -258,8 +261,7 @@ def run_training(payload: Payload) -> dict:
     if payload.torch_home:  # the weights cache `reproduce run` filled: jobs never download
         os.environ["TORCH_HOME"] = payload.torch_home
     tracker = tracking.Tracker(payload.tracking_uri, rank=rank)
-    from reproduce.node.fingerprint import code_fingerprint, data_fingerprint, library_versions
-    from reproduce.sweep.status import stale_because
+    from reproduce.node.fingerprint import code_fingerprint, data_fingerprint, library_versions, stale_because
     code, libraries = code_fingerprint(), library_versions()
     data = data_fingerprint(payload.data_root, payload.options) if payload.data_root else None
     # 1. A job SLURM requeues after it already finished (a requeue racing the job's last
@@ -332,9 +334,11 @@ def run_training(payload: Payload) -> dict:
                                                                             lambda: has_checkpoint(work_dir)),
                                       launcher=payload.launcher)
         runner.register_hook(_start_hook_cls()(rank, world))
-        from reproduce.node.save_on_signal import SaveOnSignalHook
-        # Half the warning time to end the iteration in flight; the rest to save and requeue.
-        runner.register_hook(SaveOnSignalHook(grace_s=min(120.0, float(payload.signal_delay_s) / 2)))
+        if requeue_signal is not None:
+            from reproduce.node.save_on_signal import SaveOnSignalHook
+            # Half the warning time to end the iteration in flight; the rest to save and requeue.
+            runner.register_hook(SaveOnSignalHook(requeue_signal,
+                                                  grace_s=min(120.0, float(payload.signal_delay_s) / 2)))
         interval = int(cfg.default_hooks.get("logger", {}).get("interval", 50))
         runner.register_hook(_mlflow_hook_cls()(tracker, run_id, interval, lease))
         from musu.models.consistency_hook import HeadConsistencyHook
@@ -377,8 +381,8 @@ def run_training(payload: Payload) -> dict:
         return metrics
     except BaseException as exc:
         tail = exception_chain(exc) + "\n" + "".join(traceback.format_exception(exc))[-2000:]
-        # submitit requeues with sys.exit: an interruption, like a Ctrl-C or its giving up.
-        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, submitit.core.utils.UncompletedJobError))
+        # a requeue ends the job with sys.exit: an interruption, like a Ctrl-C or the backend's giving up
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, *interruptions))
         # The storage failed, not the run: `status` reads it killed and `run` resubmits it.
         state = "storage" if isinstance(exc, CheckpointIOError) else "interrupted" if interrupted else "failed"
         try:
@@ -388,14 +392,3 @@ def run_training(payload: Payload) -> dict:
             pass
         raise
 
-
-class TrainJob(submitit.helpers.Checkpointable):
-    """The submitit callable: ``TrainJob()(payload)``; requeued with the same payload."""
-
-    def __call__(self, payload: Payload) -> dict:
-        return run_training(payload)
-
-    def checkpoint(self, payload: Payload) -> submitit.helpers.DelayedSubmission:
-        # mmengine saves checkpoints every `checkpoint_interval` iterations; the
-        # requeued call resumes from the last of them (see run_training).
-        return submitit.helpers.DelayedSubmission(TrainJob(), payload)

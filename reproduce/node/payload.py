@@ -19,6 +19,11 @@ def row_text(row: RowKey) -> str:
     return f"{row[0]}/{row[1]}"
 
 
+# mmengine's name for its launcher that reads a SLURM task's rank (SLURM_PROCID): several
+# processes of one run, DDP inside the job. A launcher, not the backend that ran the job.
+DDP_LAUNCHER = "slurm"
+
+
 @dataclass(frozen=True)
 class Payload:
     """Everything a job needs to train one run, and nothing it would have to look up."""
@@ -33,7 +38,7 @@ class Payload:
     work_dir: str
     data_root: str = ""              # where this job reads the dataset (no part of the run's identity)
     config_dirs: tuple[str, ...] = ()
-    launcher: str = "none"           # "slurm": one process per task, DDP inside the job
+    launcher: str = "none"           # DDP_LAUNCHER: one process per task, DDP inside the job
     gpus: int = 0
     processes: int = 1
     torch_home: str = ""             # the weights cache `reproduce run` filled; jobs never download

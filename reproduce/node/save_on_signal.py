@@ -20,23 +20,14 @@ from pathlib import Path
 from mmengine.hooks import Hook
 
 
-def requeue_signal() -> int:
-    """The signal submitit requeues on (USR2 unless its environment says otherwise)."""
-    import submitit
-    try:
-        return submitit.JobEnvironment._usr_sig()
-    except Exception:  # noqa: BLE001 - an unknown name in submitit's variable: its default
-        return signal.SIGUSR2
-
-
 class SaveOnSignalHook(Hook):
     """Defers submitit's requeue handler to the end of the current training iteration and saves first."""
 
     priority = "LOWEST"  # after mmengine's CheckpointHook, whose file for this iteration is then reused
 
-    def __init__(self, grace_s: float = 60.0) -> None:
+    def __init__(self, signum: int, grace_s: float = 60.0) -> None:
         self.grace_s = max(1.0, float(grace_s))
-        self.signum = requeue_signal()
+        self.signum = signum  # the backend's requeue signal (``backends.train_job.requeue_signal``)
         self.original = None       # submitit's handler, or None when it installed none (not a submitit job)
         self.deferring = False     # in the training iterations (data loading included), not evaluation
         self.pending = None        # (signum, frame) of a signal held until the iteration ends

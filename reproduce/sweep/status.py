@@ -2,7 +2,7 @@
 
 Two sources decide a run's state: what MLflow holds of it
 (``tracking.Tracked``: finished? its latest attempt's status, progress and
-error) and what became of its job (``executor.JobState``: waiting, started or
+error) and what became of its job (``backends.JobState``: waiting, started or
 ended, and how it ended). ``classify`` turns those two plain records into a
 ``RunState`` and touches neither SLURM nor MLflow, so every combination is
 unit-tested in milliseconds (tests/test_status.py); ``states_of`` gathers the
@@ -15,13 +15,13 @@ import re
 import time
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
+from reproduce.node.fingerprint import stale_because
 from reproduce.node.run_lease import Claim, live_holder
 from reproduce.tracking import Tracked
 
-if TYPE_CHECKING:
-    from reproduce.backends.executor import JobState
+from reproduce.backends import JobState, Phase, Result
 
 
 class State(str, Enum):
@@ -103,27 +103,6 @@ def killed_by_system(job: JobState, own_error: bool, my_uid: str | None = None) 
     return ""
 
 
-def stale_because(tracked: Tracked, code: str | None, data: str | None, libraries: str | None = None) -> str:
-    """Why a finished run is stale ('' when it is not): trained with other code than ``code``
-    (today's), or on annotations other than ``data`` (today's; a run that recorded none is not
-    called stale for it), or, when ``libraries`` is given (the user counts them:
-    ``--stale-libraries``), with other library versions than those."""
-    from reproduce.node.fingerprint import legacy_code_fingerprint, library_changes
-    why = []
-    if code and tracked.finished_libs is None:
-        # recorded before the libraries were kept apart: one fingerprint of code and libraries
-        if tracked.finished_code != legacy_code_fingerprint():
-            why.append(f"trained with code {tracked.finished_code or 'of an older version'} (a fingerprint of the "
-                       "code and its libraries together, from before they were recorded apart), now another")
-    elif code and tracked.finished_code != code:
-        why.append(f"trained with code {tracked.finished_code or 'of an older version'}, now {code}")
-    if data and tracked.finished_data and tracked.finished_data != data:
-        why.append(f"trained on annotations {tracked.finished_data}, now {data}")
-    if libraries and tracked.finished_libs and library_changes(tracked.finished_libs, libraries):
-        why.append(f"trained with {library_changes(tracked.finished_libs, libraries)}")
-    return "; ".join(why)
-
-
 def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, code: str | None = None,
              elsewhere: Claim | None = None, now: float | None = None, data: str | None = None,
              libraries: str | None = None, stale_libraries: bool = False) -> RunState:
@@ -152,7 +131,8 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
         stale = bool(why)
         newer = tracked.latest if tracked.latest is not None and tracked.latest.run_id != tracked.finished_id \
             else None
-        if stale and job is not None and (job.phase != "ended" or newer is not None or job.result != "success"):
+        if stale and job is not None and (job.phase is not Phase.ENDED or newer is not None
+                                          or job.result is not Result.SUCCESS):
             # the job of a rerun of this stale run (`run --rerun-stale`; ``states_of`` passes no
             # other job of a finished run): it, and its own MLflow run once it has one, say
             # where the rerun is, unless it ended finding nothing to train
@@ -178,27 +158,20 @@ def classify(tracked: Tracked, job: JobState | None, my_uid: str | None = None, 
             return RunState(State.INTERRUPTED, f"MLflow run {latest.run_id[:8]} is {latest.status.lower()}, "
                             "no job holds it (`reproduce run` resumes it)")
         return RunState(State.PENDING)
-    if job.phase == "unknown" and job.backend == "local":
-        return RunState(State.UNKNOWN, f"{job.state} (pid {job.job_id}): only that machine can tell whether it "
-                        "still runs; run `reproduce status` there")
-    if job.phase == "unknown":
-        return RunState(State.UNKNOWN, f"SLURM job {job.job_id}: squeue and sacct gave no usable answer (a "
-                        "controller restarting, slurmdbd behind); asking again")
+    if job.phase is Phase.UNKNOWN:
+        return RunState(State.UNKNOWN, job.note)
     progress = latest.progress if latest is not None else "starting"
     rate, loss = (latest.rate, latest.loss) if latest is not None else (None, None)
-    if job.phase == "waiting":
+    if job.phase is Phase.WAITING:
         again = (f" (requeued after {earlier(job.earlier_states)}; it resumes from its last checkpoint)"
                  if job.earlier_states else "")
-        return RunState(State.QUEUED, f"SLURM job {job.job_id} {job.state}{again}")
-    if job.phase == "started":
-        if job.backend == "local":
-            if latest is not None and latest.status == "RUNNING":
-                detail, left = running_detail(progress, f"local job {job.job_id}", rate, loss)
-                return RunState(State.RUNNING, detail, seconds_left=left)
-            return RunState(State.QUEUED, f"local job {job.job_id} waiting for a free slot")
-        detail, left = running_detail(progress, f"SLURM job {job.job_id}", rate, loss)
+        return RunState(State.QUEUED, f"{job.where} {job.state}{again}")
+    if job.phase is Phase.STARTED:
+        if job.queued_until_tracked and (latest is None or latest.status != "RUNNING"):
+            return RunState(State.QUEUED, f"{job.where} waiting for a free slot")
+        detail, left = running_detail(progress, job.where, rate, loss)
         return RunState(State.RUNNING, detail, seconds_left=left)
-    if job.result == "held":
+    if job.result is Result.HELD:
         # Another live job holds the run's work dir and trains it; this job left it alone.
         if latest is not None and latest.status == "RUNNING":
             detail, left = running_detail(progress, f"another job holds it; job {job.job_id} left it", rate, loss)
@@ -234,12 +207,11 @@ def earlier(states: tuple[str, ...]) -> str:
 def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable[str], data: str | None = None,
               stale_libraries: bool = False) -> dict[str, RunState]:
     """``classify`` of many runs: their MLflow runs and job records by config hash,
-    with one squeue and one sacct for all their SLURM jobs (``SlurmView``); ``data``:
+    with one poll of each backend for all their jobs (``backends.poll``); ``data``:
     today's fingerprint of the runs' annotations (``datasets.fingerprint_today``);
     ``stale_libraries``: other library versions than this process's make a run stale."""
-    from reproduce.backends.executor import job_state
+    from reproduce import backends
     from reproduce.node.fingerprint import code_fingerprint, library_versions
-    from reproduce.backends.slurm_view import SlurmView
     from reproduce.tracking import tracked
     code, libraries = code_fingerprint(), library_versions()
     counted = libraries if stale_libraries else None
@@ -248,12 +220,12 @@ def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable
     # job that trained it may still be exiting, and is no rerun (it would read as one waiting).
     asking = {h: records[h] for h, tr in runs.items() if records.get(h) is not None and (
         tr.finished is None or (records[h].rerun_of == tr.finished_id and stale_because(tr, code, data, counted)))}
-    view = SlurmView.take(asking.values())
+    jobs = backends.poll(asking.values())  # one call per backend (one squeue and one sacct for SLURM)
     now = time.time()
     # a live job of another work dir (``run_lease``) training a run this work dir holds no job of
     elsewhere = {h: live_holder(mlruns.get(h, []), None, now) for h, tr in runs.items()
                  if tr.finished is None and h not in asking}
-    return {h: classify(tr, job_state(asking[h], view) if h in asking else None, code=code,
+    return {h: classify(tr, jobs[asking[h]] if h in asking else None, code=code,
                         elsewhere=elsewhere.get(h), now=now, data=data, libraries=libraries,
                         stale_libraries=stale_libraries)
             for h, tr in runs.items()}

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from reproduce.sweep.clusters import Cluster
-from reproduce.node.payload import Payload
+from reproduce.backends.clusters import Cluster
+from reproduce.node.payload import DDP_LAUNCHER, Payload
 from reproduce.sweep.plan import Run
 from reproduce.sweep.profiles import Profile
 from reproduce.backends.records import JobRecord, JobStore
@@ -83,11 +83,11 @@ class Submission:
                        profile=prof.name, rows=tuple(run.rows), seed=run.seed, tracking_uri=self.tracking_uri,
                        work_dir=str(self.work_dir(run)), data_root=str(self.data_root),
                        config_dirs=tuple(prof.config_dirs),
-                       launcher="slurm" if prof.processes > 1 else "none", gpus=prof.gpus, processes=prof.processes,
+                       launcher=DDP_LAUNCHER if prof.processes > 1 else "none", gpus=prof.gpus, processes=prof.processes,
                        torch_home=str(self.torch_home), signal_delay_s=self.cluster.signal_delay_s,
                        slot_dir=str(self.workdir / ".reproduce" / "slots"), slots=self.parallel,
-                       local_gpu_ids=self.local_gpu_ids, rerun_of=rerun_of, stale_libraries=self.stale_libraries, fps_images=prof.fps_images,
-                       fps_warmup=prof.fps_warmup)
+                       local_gpu_ids=self.local_gpu_ids, rerun_of=rerun_of, stale_libraries=self.stale_libraries,
+                       fps_images=prof.fps_images, fps_warmup=prof.fps_warmup)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -105,9 +105,10 @@ class Submission:
     def submit(self, runs: list[Run], records: dict[str, JobRecord], resubmitted: bool = False
                ) -> dict[str, JobRecord]:
         """Submit ``runs`` and record their jobs, each after the run's earlier jobs."""
-        from reproduce.backends.executor import submit
+        from reproduce.backends import for_cluster
         payloads = [self.payload(r, records.get(r.config_hash)) for r in runs]
-        jobs = submit(self.cluster, self.submitit_folder, payloads, self.profile.gpus, self.profile.processes)
+        jobs = for_cluster(self.cluster).submit(self.submitit_folder, payloads, self.profile.gpus,
+                                                self.profile.processes)
         new = {h: records[h].then(job, resubmitted) if h in records else job for h, job in jobs.items()}
         self.store.save(self.profile.name, new)
         return new

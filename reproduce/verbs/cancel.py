@@ -8,21 +8,18 @@ last checkpoint).
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import replace
 
 from rich.console import Console
 
-from reproduce.errors import UserError
-from reproduce.backends.executor import job_state
+from reproduce import backends
+from reproduce.backends import JobRecord, Phase
+from reproduce.backends.records import JobStore
 from reproduce.cli import plan_args
+from reproduce.errors import UserError
 from reproduce.sweep.plan import select_rows
-from reproduce.backends.slurm_view import SlurmView
-from reproduce.backends.records import JobRecord, JobStore
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -33,17 +30,17 @@ def cmd_cancel(args) -> int:
     records = store.records(profile.name)
     chosen = select_rows(tables, runs, args.row)
     asked = {run.config_hash: records[run.config_hash] for _, _, run in chosen if run.config_hash in records}
-    view = SlurmView.take(asked.values())  # one squeue and one sacct for every row
-    phases = {h: job_state(record, view).phase for h, record in asked.items()}
+    jobs = backends.poll(asked.values())  # one call per backend (one squeue and one sacct for SLURM)
     targets: dict[str, tuple[list[str], JobRecord]] = {}
     for table, row, run in chosen:
         record = asked.get(run.config_hash)
         if record is None:
             continue
-        if record.backend == "local" and phases[run.config_hash] == "unknown":
-            raise UserError(f"{table}/{row}: its local job runs on {record.host}, not here",
+        job = jobs[record]
+        if job.elsewhere:
+            raise UserError(f"{table}/{row}: its {job.where} runs on {job.elsewhere}, not here",
                             hint="run `reproduce cancel` on that machine")
-        if phases[run.config_hash] != "ended":
+        if job.phase is not Phase.ENDED:
             targets.setdefault(run.config_hash, ([], record))[0].append(f"{table}/{row}")
     if not targets:
         console.print("nothing to cancel: no job of these rows is queued or running")
@@ -57,21 +54,8 @@ def cmd_cancel(args) -> int:
             console.print("nothing cancelled")
             return 1
     for h, (rows, record) in targets.items():
-        stop(record)
+        backends.of(record).cancel(record)
         store.save(profile.name, {h: replace(record, cancelled=time.time())})
         console.print(f"cancelled {h} ({', '.join(rows)}); `reproduce run` submits it again")
     return 0
 
-
-def stop(record: JobRecord) -> None:
-    """Ask the job's backend to stop it."""
-    if record.backend == "slurm":
-        out = subprocess.run(["scancel", record.job_id], capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            raise UserError(f"scancel {record.job_id} failed: {out.stderr.strip() or out.stdout.strip()}",
-                            hint="is this the machine that submitted it, with SLURM's commands on PATH?")
-        return
-    try:
-        os.kill(int(record.job_id), signal.SIGINT)
-    except ProcessLookupError:
-        pass  # it ended meanwhile

@@ -19,7 +19,7 @@ from rich.table import Table as RichTable
 
 from reproduce.node import preflight
 from reproduce import tracking
-from reproduce.errors import UserError, first_line
+
 
 
 def _distinct(planner, runs, data_root: Path) -> dict[str, dict[str, Any]]:
@@ -60,15 +60,15 @@ def _task_id() -> int:
 
 def cmd_check(args) -> int:
     from reproduce.sweep import datasets
-    from reproduce.sweep.clusters import check_against_slurm, load_cluster
-    from reproduce.backends.executor import require_local_gpus
+    from reproduce.backends import for_cluster
+    from reproduce.backends.clusters import load_cluster
     from reproduce.cli import plan_args
     from reproduce.sweep.plan import Planner
 
     profile, tables, runs = plan_args(args)
     cluster = load_cluster(args.cluster)
-    require_local_gpus(profile, cluster)
-    check_against_slurm(cluster, profile.gpus)
+    backend = for_cluster(cluster)
+    backend.admit(profile, checks_only=True)
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
@@ -77,10 +77,8 @@ def cmd_check(args) -> int:
     payload = dict(configs=configs, gpus=profile.gpus, tracking_uri=uri, torch_home=str(cluster.torch_home(workdir)),
                    config_dirs=list(profile.config_dirs))
     console = Console(stderr=True, highlight=False)
-    if cluster.is_local:
-        rows = check_task(payload)
-    else:
-        rows = _on_cluster(cluster, workdir, payload, profile.gpus, profile.processes, console)
+    rows = backend.run_check(check_task, payload, workdir / ".reproduce" / "submitit" / "check", profile.gpus,
+                             profile.processes, say=console.print)
     if args.json:
         json.dump(rows, sys.stdout, indent=1)
         print()
@@ -99,20 +97,3 @@ def cmd_check(args) -> int:
           + (f"; failed: {', '.join(sorted({r['name'] for r in failed}))}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
-
-def _on_cluster(cluster, workdir: Path, payload: dict[str, Any], gpus: int, processes: int,
-                console) -> list[dict[str, Any]]:
-    """One short job, one task per GPU (as a run uses them); every task's rows."""
-    import submitit
-
-    from reproduce.backends.executor import make_executor
-    ex = make_executor(cluster, workdir / ".reproduce" / "submitit" / "check", gpus, processes)
-    ex.update_parameters(timeout_min=min(cluster.time_min, 15), name="musu-check")
-    job = ex.submit(check_task, payload)
-    console.print(f"check job {job.job_id} submitted to {cluster.name} ({processes} task(s)); waiting for it")
-    try:
-        results = job.results()
-    except (submitit.core.utils.UncompletedJobError, submitit.core.utils.FailedJobError) as exc:
-        raise UserError(f"the check job {job.job_id} did not run to the end: {first_line(exc)}",
-                        hint=f"its log: {job.paths.stderr}") from None
-    return [row for rows in results for row in rows]

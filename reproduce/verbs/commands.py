@@ -101,8 +101,8 @@ def cmd_status(args) -> int:
 # ---- run ------------------------------------------------------------------------------------------------
 def cmd_run(args) -> int:
     from reproduce.sweep import datasets
-    from reproduce.sweep.clusters import check_against_slurm, load_cluster
-    from reproduce.backends.executor import local_gpu_ids, require_local_gpus
+    from reproduce.backends import for_cluster
+    from reproduce.backends.clusters import load_cluster
     from reproduce.sweep.submission import Submission, decide
 
     profile, tables, runs = plan_args(args)
@@ -112,16 +112,7 @@ def cmd_run(args) -> int:
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
-    gpus = profile.gpus
-    if cluster.is_local and profile.processes > 1:
-        raise UserError(f"profile {profile.name!r} trains each run in {profile.processes} processes; --cluster local "
-                        "runs one", hint="use a SLURM cluster profile, or a profile with one process per run")
-    require_local_gpus(profile, cluster)
-    gpu_ids = local_gpu_ids() if cluster.is_local and gpus else []
-    if gpu_ids and gpus * args.parallel > len(gpu_ids):
-        raise UserError(f"--parallel {args.parallel} trains {args.parallel} runs of {gpus} GPU(s) at once and this "
-                        f"machine has {len(gpu_ids)}", hint=f"use --parallel {len(gpu_ids) // gpus}")
-    check_against_slurm(cluster, gpus)
+    gpu_ids = for_cluster(cluster).admit(profile, args.parallel)  # refused on one line before anything is sent
     tracker = tracking.Tracker(uri)
     store = JobStore.at(workdir)
     # Decide, submit and record under one lock: a second `reproduce run` sharing rows in this

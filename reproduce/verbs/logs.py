@@ -11,14 +11,9 @@ from reproduce import tracking
 from reproduce.errors import UserError
 from reproduce.cli import plan_args
 from reproduce.sweep.plan import select_rows
-from reproduce.backends.records import JobRecord, JobStore
-
-
-def log_paths(record: JobRecord) -> list[Path]:
-    """The job's stdout and stderr files (submitit names them; task 0 of an array task)."""
-    import submitit
-    paths = submitit.core.utils.JobPaths(record.folder, record.job_id, task_id=0)
-    return [paths.stdout, paths.stderr]
+from reproduce import backends
+from reproduce.backends import JobRecord, Phase
+from reproduce.backends.records import JobStore
 
 
 def cmd_logs(args) -> int:
@@ -40,7 +35,7 @@ def cmd_logs(args) -> int:
     print(f"# {table}/{row}: run {run.config_hash}, {chosen.backend} job {chosen.job_id} "
           f"(attempt {tries.index(chosen) + 1} of {len(tries)})")
     print(f"# MLflow: {latest.run_id if latest else 'no run yet'} in {credentials.redact(uri)}")
-    paths = log_paths(chosen)
+    paths = backends.of(chosen).log_paths(chosen)
     offsets = {}
     for path in paths:
         print(f"# {path}")
@@ -55,9 +50,9 @@ def cmd_logs(args) -> int:
 
 def _follow(record: JobRecord, paths: list[Path], offsets: dict[Path, int]) -> None:
     """Print what the logs gain until the job ends (Ctrl-C stops following, not the job)."""
-    from reproduce.backends.executor import job_state
+    backend = backends.of(record)
     while True:
-        ended = job_state(record).phase == "ended"
+        ended = backend.poll([record])[record].phase is Phase.ENDED
         for path in paths:
             if path.exists() and path.stat().st_size > offsets[path]:
                 with open(path, errors="replace") as fh:

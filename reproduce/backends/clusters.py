@@ -4,8 +4,6 @@
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,41 +115,3 @@ def _check_setup(setup: Any, path: str) -> None:
                         hint=f"write setup: [{setup.strip().splitlines()[0][:60]!r}], one item per line")
     if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
         raise UserError(f"expected a list of shell lines, got {setup!r}"[:200], file=path, field="setup")
-
-
-def check_against_slurm(cluster: Cluster, gpus_needed: int) -> None:
-    """Catch an unknown partition or an unsatisfiable GPU request at plan time (``sinfo``)."""
-    if cluster.is_local:
-        return
-    if shutil.which("sinfo") is None:
-        raise UserError(f"cluster {cluster.name!r} needs SLURM, but sinfo is not on PATH",
-                        hint="run on the cluster's login node, or use --cluster local")
-    fmt = "%P|%G|%D"
-    try:
-        out = subprocess.run(["sinfo", "-h", "-o", fmt], capture_output=True, text=True, timeout=30)
-    except subprocess.TimeoutExpired:
-        raise UserError("sinfo did not answer in 30 s", hint="is slurmctld up?") from None
-    if out.returncode != 0:
-        raise UserError(f"sinfo failed: {out.stderr.strip().splitlines()[0] if out.stderr.strip() else out.returncode}",
-                        hint="is slurmctld up? (cluster/local-slurm.sh start starts a local one)")
-    partitions = {}
-    for line in out.stdout.splitlines():
-        part, gres, _ = (line.split("|") + ["", "", ""])[:3]
-        partitions.setdefault(part.rstrip("*"), []).append(gres)
-    if cluster.partition and cluster.partition not in partitions:
-        raise UserError(f"partition {cluster.partition!r} does not exist", file=cluster.file, field="partition",
-                        hint=f"sinfo lists: {', '.join(sorted(partitions))}")
-    if gpus_needed > 0:
-        gres = partitions.get(cluster.partition, []) if cluster.partition else sum(partitions.values(), [])
-        best = 0
-        for g in gres:
-            for part in g.split(","):
-                if part.startswith("gpu"):
-                    try:
-                        best = max(best, int(part.split(":")[-1].split("(")[0]))
-                    except ValueError:
-                        pass
-        if best < gpus_needed:
-            raise UserError(f"runs need {gpus_needed} GPUs per node, partition {cluster.partition or '(default)'} "
-                            f"offers {best}", file=cluster.file, field="gpus_per_node",
-                            hint="pick a profile with fewer GPUs or another partition")
