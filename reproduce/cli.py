@@ -78,14 +78,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "otherwise resolve only in the suite's configs and mmdet::")
 
 
-def plan_args(args: argparse.Namespace, tables: str | None = None):
-    """``plan.plan_tables`` for a verb's parsed options (every verb takes the same ones): the
-    one place a Namespace becomes the plan's explicit arguments."""
-    from reproduce.sweep.plan import plan_tables
-    return plan_tables(args.profile, tables if tables is not None else args.tables, args.sweeps, args.switches,
-                       args.cfg_options, getattr(args, "configs", None))
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="reproduce", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -167,11 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # verb -> (module, function): each verb is one function of the stage it belongs to
-VERBS = {"plan": ("verbs.commands", "cmd_plan"), "run": ("verbs.commands", "cmd_run"),
-         "status": ("verbs.commands", "cmd_status"), "server": ("tracking.server", "cmd_server"),
-         "check": ("verbs.check", "cmd_check"), "ui": ("tracking.server", "cmd_ui"),
-         "cancel": ("verbs.cancel", "cmd_cancel"), "logs": ("verbs.logs", "cmd_logs"),
-         "report": ("report.tables", "cmd_report")}
+VERBS = {"plan": ("verbs.plan", "cmd_plan"), "run": ("verbs.run", "cmd_run"), "status": ("verbs.status", "cmd_status"),
+         "server": ("verbs.server", "cmd_server"), "check": ("verbs.check", "cmd_check"), "ui": ("verbs.server", "cmd_ui"),
+         "cancel": ("verbs.cancel", "cmd_cancel"), "logs": ("verbs.logs", "cmd_logs"), "report": ("verbs.report", "cmd_report")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,10 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "server" and args.action == "start" and not args.backend_store_uri:
-            raise UserError("no database for the server's runs",
-                            hint="pass --backend-store-uri or set MUSU_MLFLOW_BACKEND "
-                                 "(cluster/mlflow-db.sh creates a MariaDB one on this machine)")
         import importlib
         module, function = VERBS[args.command]  # imported on use: `plan` need not pay for submitit or MLflow
         return getattr(importlib.import_module(f"reproduce.{module}"), function)(args)

@@ -182,7 +182,7 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
 
 def test_values_that_print_alike_are_both_marked_best():
     """As the paper bolds ties: 0.6277 and 0.6283 both print 0.628 (rho has 3 decimals)."""
-    from reproduce.report.tables import Cell, ReportRow, _mark_best
+    from reproduce.report.gather import Cell, ReportRow, _mark_best
     from reproduce.sweep.spec import Table
     rows = [ReportRow(n, n, None, "finished", "", 3, [Cell("rho", None, v), Cell("AP", None, ap)])
             for n, v, ap in (("soft", 0.6277, 13.04), ("hard", 0.6283, 11.9))]

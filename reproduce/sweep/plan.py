@@ -311,15 +311,3 @@ def with_switches(table: Table, values: dict[str, Any]) -> Table:
     rows = [dataclasses.replace(r, switches={**r.switches, **checked}) if r.method == "musu" else r
             for r in table.rows]
     return dataclasses.replace(table, rows=rows)
-
-
-def select_rows(tables: list[Table], runs: list[Run], row: str | None = None) -> list[tuple[str, str, Run]]:
-    """(table, row, run) of every trained row of ``tables`` (only ``row`` when given)."""
-    by_row = {(t, r): run for run in runs for t, r in run.rows}
-    chosen = [(t.name, r.name, by_row[(t.name, r.name)]) for t in tables for r in t.rows
-              if (t.name, r.name) in by_row and (row is None or r.name == row)]
-    if row is not None and not chosen:
-        known = sorted({r.name for t in tables for r in t.rows if (t.name, r.name) in by_row})
-        raise UserError(f"no trained row {row!r} in {', '.join(t.name for t in tables)}",
-                        hint=f"rows: {', '.join(known)}")
-    return chosen

@@ -13,15 +13,18 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from reproduce.node.fingerprint import stale_because
 from reproduce.node.run_lease import Claim, live_holder
 from reproduce.tracking import Tracked
 
 from reproduce.backends import JobState, Phase, Result
+
+if TYPE_CHECKING:
+    from reproduce.sweep.plan import Run
 
 
 class State(str, Enum):
@@ -229,6 +232,59 @@ def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable
                         elsewhere=elsewhere.get(h), now=now, data=data, libraries=libraries,
                         stale_libraries=stale_libraries)
             for h, tr in runs.items()}
+
+
+# ---- what is done about where runs stand -----------------------------------------------------------------
+@dataclass
+class Decision:
+    """What to do with each run: it finished, its job is still on the way, or it needs a job."""
+    finished: list["Run"] = field(default_factory=list)
+    attached: list["Run"] = field(default_factory=list)
+    todo: list["Run"] = field(default_factory=list)
+    stale: list["Run"] = field(default_factory=list)  # finished with older code, retrained (in ``todo`` too)
+
+
+def decide(runs: list["Run"], states: dict[str, RunState], rerun_stale: bool) -> Decision:
+    """What ``reproduce run`` does with each run: nothing (finished), wait (submitted), or submit
+    it (anything else; a stale finished run only with ``rerun_stale``)."""
+    out = Decision()
+    for run in runs:
+        st = states[run.config_hash]
+        if st.state == State.FINISHED and st.stale and rerun_stale:
+            out.stale.append(run)
+            out.todo.append(run)
+        elif st.state == State.FINISHED:
+            out.finished.append(run)
+        elif st.state in ACTIVE:
+            out.attached.append(run)
+        else:
+            out.todo.append(run)
+    return out
+
+
+def to_resubmit(views: Iterable[Any], max_requeues: int) -> list["Run"]:
+    """The runs ``reproduce run`` submits again while it follows them: those whose job the system
+    killed (a node failure, a step killed while its node recovered), each up to ``max_requeues``
+    times (``JobRecord.resubmits``); a run the user's own code or cancel stopped is not."""
+    return [v.run for v in views if v.state.state == State.KILLED and v.job is not None
+            and v.job.resubmits < max_requeues]
+
+
+# Which unsettled seed speaks for a row: the one a user must act on first.
+URGENCY = (State.FAILED, State.KILLED, State.INTERRUPTED, State.CANCELLED, State.UNKNOWN, State.RUNNING,
+           State.QUEUED, State.PENDING)
+
+
+def row_state(unsettled: list[RunState], planned: int, first: RunState) -> tuple[State, str]:
+    """A row of several seeds is finished once all are; until then it stands where its most
+    urgent unsettled seed stands, and says how many seeds are done."""
+    if not unsettled:
+        return State.FINISHED, first.detail if planned == 1 else f"{planned}/{planned} seeds finished"
+    lead = min(unsettled, key=lambda s: URGENCY.index(s.state) if s.state in URGENCY else len(URGENCY))
+    if planned == 1:
+        return lead.state, lead.detail
+    done = planned - len(unsettled)
+    return lead.state, f"{done}/{planned} seeds finished; {lead.state}" + (f": {lead.detail}" if lead.detail else "")
 
 
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b:?.*$")

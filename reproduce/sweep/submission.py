@@ -18,32 +18,6 @@ from reproduce.node.payload import DDP_LAUNCHER, Payload
 from reproduce.sweep.plan import Run
 from reproduce.sweep.profiles import Profile
 from reproduce.backends.records import JobRecord, JobStore
-from reproduce.sweep.status import ACTIVE, RunState, State
-
-
-@dataclass
-class Decision:
-    """What to do with each run: it finished, its job is still on the way, or it needs a job."""
-    finished: list[Run] = field(default_factory=list)
-    attached: list[Run] = field(default_factory=list)
-    todo: list[Run] = field(default_factory=list)
-    stale: list[Run] = field(default_factory=list)  # finished with older code, retrained (in ``todo`` too)
-
-
-def decide(runs: list[Run], states: dict[str, RunState], rerun_stale: bool) -> Decision:
-    out = Decision()
-    for run in runs:
-        st = states[run.config_hash]
-        if st.state == State.FINISHED and st.stale and rerun_stale:
-            out.stale.append(run)
-            out.todo.append(run)
-        elif st.state == State.FINISHED:
-            out.finished.append(run)
-        elif st.state in ACTIVE:
-            out.attached.append(run)
-        else:
-            out.todo.append(run)
-    return out
 
 
 @dataclass

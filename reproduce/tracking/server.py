@@ -121,41 +121,20 @@ def stop(workdir: Path, wait_s: float = 30.0) -> bool:
     return True
 
 
-def cmd_server(args) -> int:
-    if args.action == "start":
-        uri = start(args.workdir, args.backend_store_uri, args.artifacts or args.workdir / "mlartifacts",
-                    args.host, args.port)
-        print(uri)
-        print(f"reproduce: tracking server at {uri} (pass --tracking-uri {uri} or export MLFLOW_TRACKING_URI={uri})",
-              file=sys.stderr)
-        return 0
-    if args.action == "stop":
-        print("stopped" if stop(args.workdir) else "no server of this work dir runs")
-        return 0
-    state = _read(args.workdir)
-    if _alive(state):
-        ok = "healthy" if _healthy(state["uri"]) else "not answering"
-        print(f"running: {state['uri']} (pid {state['pid']}, {ok}; backend {state['backend']}, "
-              f"artifacts {state['artifacts']})")
-        return 0
-    print("not running")
-    return 1
+def status(workdir: Path) -> tuple[dict, bool] | None:
+    """The server this work dir started, and whether it answers; None when none runs."""
+    state = _read(workdir)
+    return (state, _healthy(state["uri"])) if _alive(state) else None
 
 
-def cmd_ui(args) -> int:
-    """The MLflow UI on this work dir's store, in the foreground until Ctrl-C."""
-    from reproduce import tracking
-    uri = tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
-    if not uri.startswith("sqlite:"):
-        print(f"reproduce: the store is a tracking server, which serves its own UI: open {redact(uri)}",
-              file=sys.stderr)
-        return 0
-    address = f"http://{args.host}:{args.port}"
+def serve_ui(uri: str, host: str, port: int) -> None:
+    """The MLflow UI on a SQLite store, in the foreground until Ctrl-C."""
+    address = f"http://{host}:{port}"
     if _healthy(address):
         raise UserError(f"something already answers on {address}", hint="pass another --port")
     mlflow = Path(sys.executable).with_name("mlflow")
     # The store's URI (it may hold a password) goes by environment, not on the command line `ps` shows.
-    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--host", args.host, "--port", str(args.port)]
+    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--host", host, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True, env={**mlflow_server_env(), "MLFLOW_BACKEND_STORE_URI": secret(uri)})
     try:
@@ -173,7 +152,6 @@ def cmd_ui(args) -> int:
             proc.wait()
         except KeyboardInterrupt:
             print("reproduce: MLflow UI stopped", file=sys.stderr)
-        return 0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

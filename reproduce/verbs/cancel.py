@@ -16,19 +16,16 @@ from rich.console import Console
 
 from reproduce import backends
 from reproduce.backends import JobRecord, Phase
-from reproduce.backends.records import JobStore
-from reproduce.cli import plan_args
 from reproduce.errors import UserError
-from reproduce.sweep.plan import select_rows
+from reproduce.sweep.sweep import Sweep
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_cancel(args) -> int:
-    profile, tables, runs = plan_args(args)
-    store = JobStore.at(args.workdir)
-    records = store.records(profile.name)
-    chosen = select_rows(tables, runs, args.row)
+    sweep = Sweep.from_args(args)
+    records = sweep.jobs.records(sweep.profile.name)
+    chosen = sweep.select(args.row)  # every seed of the rows
     asked = {run.config_hash: records[run.config_hash] for _, _, run in chosen if run.config_hash in records}
     jobs = backends.poll(asked.values())  # one call per backend (one squeue and one sacct for SLURM)
     targets: dict[str, tuple[list[str], JobRecord]] = {}
@@ -55,7 +52,7 @@ def cmd_cancel(args) -> int:
             return 1
     for h, (rows, record) in targets.items():
         backends.of(record).cancel(record)
-        store.save(profile.name, {h: replace(record, cancelled=time.time())})
+        sweep.jobs.save(sweep.profile.name, {h: replace(record, cancelled=time.time())})
         console.print(f"cancelled {h} ({', '.join(rows)}); `reproduce run` submits it again")
     return 0
 

@@ -18,7 +18,6 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from reproduce.node import preflight
-from reproduce import tracking
 
 
 
@@ -62,18 +61,18 @@ def cmd_check(args) -> int:
     from reproduce.sweep import datasets
     from reproduce.backends import for_cluster
     from reproduce.backends.clusters import load_cluster
-    from reproduce.cli import plan_args
-    from reproduce.sweep.plan import Planner
+    from reproduce.sweep.sweep import Sweep
 
-    profile, tables, runs = plan_args(args)
+    sweep = Sweep.from_args(args)
+    profile, tables, runs = sweep.profile, sweep.tables, sweep.runs
     cluster = load_cluster(args.cluster)
     backend = for_cluster(cluster)
     backend.admit(profile, checks_only=True)
-    workdir = args.workdir.resolve()
+    workdir = sweep.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir))
+    uri = sweep.uri(read_only=False)
     data_root = datasets.prepare(profile, workdir)
-    configs = list(_distinct(Planner(profile), runs, data_root).values())
+    configs = list(_distinct(sweep.planner, runs, data_root).values())
     payload = dict(configs=configs, gpus=profile.gpus, tracking_uri=uri, torch_home=str(cluster.torch_home(workdir)),
                    config_dirs=list(profile.config_dirs))
     console = Console(stderr=True, highlight=False)

@@ -6,22 +6,20 @@ import sys
 import time
 from pathlib import Path
 
-from reproduce.tracking import credentials
-from reproduce import tracking
-from reproduce.errors import UserError
-from reproduce.cli import plan_args
-from reproduce.sweep.plan import select_rows
-from reproduce import backends
+from reproduce import backends, tracking
 from reproduce.backends import JobRecord, Phase
-from reproduce.backends.records import JobStore
+from reproduce.errors import UserError
+from reproduce.sweep.sweep import Sweep
+from reproduce.tracking import credentials
 
 
 def cmd_logs(args) -> int:
-    profile, tables, runs = plan_args(args, args.table)
-    if len(tables) != 1:
+    sweep = Sweep.from_args(args, args.table)
+    profile = sweep.profile
+    if len(sweep.tables) != 1:
         raise UserError("logs takes one table", hint="e.g. reproduce logs table1 alpha-1/3")
-    ((table, row, run),) = select_rows(tables, runs, args.row)
-    record = JobStore.at(args.workdir).records(profile.name).get(run.config_hash)
+    table, row, run = sweep.select(args.row)[-1]  # a row of several seeds: its last seed's run
+    record = sweep.jobs.records(profile.name).get(run.config_hash)
     if record is None:
         raise UserError(f"{table}/{row} ({run.config_hash}) has no job yet on profile {profile.name}",
                         hint=f"reproduce run {table} --profile {profile.name}")
@@ -30,8 +28,8 @@ def cmd_logs(args) -> int:
         raise UserError(f"{table}/{row} has {len(tries)} attempt(s); --attempt {args.attempt} is none of them",
                         hint=f"use 0..{len(tries) - 1}, or -1 for the latest")
     chosen = tries[args.attempt]
-    uri = tracking.check(tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir), read_only=True)
-    latest = tracking.tracked(tracking.Tracker(uri).runs_of(profile.name, run.config_hash)).latest
+    uri = sweep.uri(read_only=True)
+    latest = tracking.tracked(sweep.tracker(read_only=True).runs_of(profile.name, run.config_hash)).latest
     print(f"# {table}/{row}: run {run.config_hash}, {chosen.backend} job {chosen.job_id} "
           f"(attempt {tries.index(chosen) + 1} of {len(tries)})")
     print(f"# MLflow: {latest.run_id if latest else 'no run yet'} in {credentials.redact(uri)}")

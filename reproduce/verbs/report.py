@@ -1,0 +1,59 @@
+"""``reproduce report TABLE``: the paper's tables compiled from the tracking
+store, beside the paper's numbers (``report.gather``, ``report.render``)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from reproduce.errors import UserError
+from reproduce.report.gather import attach_maps, gather
+from reproduce.report.render import compile_pdfs, render, render_orderings
+from reproduce.sweep.sweep import Sweep
+
+
+def cmd_report(args) -> int:
+    sweep = Sweep.from_args(args)
+    tables = gather(sweep, paper_only=args.paper)
+    if args.format == "orderings":
+        if args.paper:
+            raise UserError("--paper and --format orderings: the orderings are judged from trained seeds",
+                            hint="drop --paper")
+        doc = render_orderings(tables, sweep.profile)
+        if args.output is None:
+            sys.stdout.write(doc)
+        else:
+            args.output.mkdir(parents=True, exist_ok=True)
+            (args.output / "orderings.md").write_text(doc)
+            print(args.output / "orderings.md")
+        return 0
+    plots = {}
+    if args.format == "html" or args.output:
+        from reproduce.report.plots import make_plots
+        plots = make_plots(tables, args.output or (args.workdir / "reports-tmp"))
+    if args.format == "html" and not args.paper:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            attach_maps(tables, sweep.tracker(read_only=True), Path(tmp))
+    if args.output is None:
+        if args.format == "html":
+            for t in plots.values():
+                t.pop("path", None)
+        sys.stdout.write(render(tables, args.format, plots))
+        return 0
+    args.output.mkdir(parents=True, exist_ok=True)
+    ext = {"md": "md", "tex": "tex", "html": "html", "json": "json"}[args.format]
+    if args.format == "html":
+        (args.output / "index.html").write_text(render(tables, "html", plots))
+        print(args.output / "index.html")
+        return 0
+    written = []
+    for t in tables:
+        path = args.output / f"{t.table.name}.{ext}"
+        path.write_text(render([t], args.format, plots))
+        print(path)
+        written.append(path)
+    if args.format == "tex":
+        compile_pdfs(written)
+    return 0
+
+
