@@ -164,6 +164,17 @@ VERBS = {"plan": ("verbs.plan", "cmd_plan"), "run": ("verbs.run", "cmd_run"), "s
          "cancel": ("verbs.cancel", "cmd_cancel"), "logs": ("verbs.logs", "cmd_logs"), "report": ("verbs.report", "cmd_report")}
 
 
+def _passwords_out_of_uris(args: argparse.Namespace) -> None:
+    """Where the command line is read, and only here: a password in ``--tracking-uri`` or
+    ``MLFLOW_TRACKING_URI`` moves into the environment (``tracking.credentials.public``), so no
+    URI the suite holds, pickles into a job, records or prints carries one."""
+    from reproduce.tracking import credentials
+    if getattr(args, "tracking_uri", None):
+        args.tracking_uri = credentials.public(args.tracking_uri)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = credentials.public(os.environ["MLFLOW_TRACKING_URI"])
+
+
 def main(argv: list[str] | None = None) -> int:
     import warnings
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -174,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     # "Creating initial MLflow database tables..." would precede every one-line error.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     args = build_parser().parse_args(argv)
+    _passwords_out_of_uris(args)
     try:
         import importlib
         module, function = VERBS[args.command]  # imported on use: `plan` need not pay for submitit or MLflow

@@ -9,7 +9,8 @@ import pytest
 from mlflow.entities import Metric, RunTag
 
 from reproduce import tracking
-from reproduce.tracking.sql import SchemaMismatch, SqlRuns, is_sql
+from reproduce.tracking.sql import SchemaMismatch, SqlRuns
+from reproduce.tracking.uri import is_sql
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
-from reproduce.tracking import credentials
 from reproduce.errors import UserError, first_line
+from reproduce.tracking import credentials
+from reproduce.tracking.uri import is_sql, resolve_uri, scheme
 
 T = TypeVar("T")
-DEFAULT_DB = "mlruns.db"
 TAG_HASH = "musu.config_hash"
 TAG_ROWS = "musu.rows"
 TAG_TABLES = "tables"  # "table1,table7": for the MLflow UI's search, tags.tables LIKE '%table7%'
@@ -52,20 +52,6 @@ TAG_CREATED_BY = "musu.create_token"  # one per Tracker._create_once call: finds
 def experiment_name(profile: str) -> str:
     """The MLflow experiment of a profile's runs."""
     return f"musu-{profile}"
-
-
-def resolve_uri(uri: str | None = None, default_dir: Path | None = None) -> str:
-    """Flag, then ``MLFLOW_TRACKING_URI``, then ``sqlite:///<default_dir or cwd>/mlruns.db``
-    (absolute, so jobs started in other directories find the same store)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        uri = credentials.public(uri)  # the password into the environment, out of all the suite stores
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            path = Path(uri[len("sqlite:///"):])
-            if not path.is_absolute():
-                return f"sqlite:///{path.resolve()}"
-        return uri
-    return f"sqlite:///{Path(default_dir or Path.cwd()).resolve() / DEFAULT_DB}"
 
 
 # What a busy SQLite file or a tracking server restarting says (MLflow's own
@@ -96,7 +82,8 @@ def retry(fn: Callable[[], T], attempts: int = 60, base: float = 0.05, cap: floa
 
 
 def client(uri: str | None = None):
-    """A raw ``MlflowClient``, for tests that arrange a store's state; the suite itself goes through ``Tracker``."""
+    """A raw ``MlflowClient`` (``Tracker.client``; tests arrange a store's state with it): the one
+    place, beside ``SqlRuns``, a store is opened with its password put back."""
     from mlflow.tracking import MlflowClient
     return MlflowClient(tracking_uri=credentials.secret(resolve_uri(uri)))
 
@@ -141,26 +128,17 @@ def check(uri: str | None = None, timeout: float = 10.0, read_only: bool = False
     return uri
 
 
-# Each driver's own name for the connection time-out (seconds).
-CONNECT_TIMEOUT_ARG = {"mysql": "connect_timeout", "mariadb": "connect_timeout", "postgresql": "connect_timeout"}
-
-
 def _database_down(uri: str, timeout: float) -> str | None:
     """Why a database server's store (MySQL, MariaDB, PostgreSQL) takes no connection now, on
     one line; None when it does, or for any other store. One attempt, ``timeout`` seconds:
     MLflow's own engine creation retries a refused connection for about an hour, which
     is right in a job waiting out a restart and wrong for a command just typed."""
-    from reproduce.tracking.sql import is_sql
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
-    if not is_sql(uri) or scheme == "sqlite":
+    if not is_sql(uri) or scheme(uri) == "sqlite":
         return None
+    from reproduce.tracking.sql import SqlRuns
     try:
-        import sqlalchemy
-        args = {CONNECT_TIMEOUT_ARG[scheme]: max(1, int(timeout))} if scheme in CONNECT_TIMEOUT_ARG else {}
-        engine = sqlalchemy.create_engine(credentials.secret(uri), connect_args=args,
-                                          poolclass=sqlalchemy.pool.NullPool)
-        with engine.connect():
-            return None
+        SqlRuns(uri, connect_timeout=timeout).ping()
+        return None
     except ImportError:  # no driver here: MLflow's check below names the package
         return None
     except Exception as exc:  # noqa: BLE001 - refused, unknown host, access denied, no such database
@@ -169,11 +147,11 @@ def _database_down(uri: str, timeout: float) -> str | None:
 
 
 def _reads_directly(uri: str) -> bool:
-    from reproduce.tracking.sql import SqlRuns, is_sql
+    from reproduce.tracking.sql import SqlRuns
     if not is_sql(uri) or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()):
         return False
     try:
-        SqlRuns(credentials.secret(uri)).experiment_id("musu-")
+        SqlRuns(uri).experiment_id("musu-")
         return True
     except Exception:  # noqa: BLE001 - MLflow's own check below says what is wrong, on one line
         return False
@@ -241,13 +219,13 @@ class Tracker:
     """
 
     def __init__(self, uri: str | None = None, rank: int = 0) -> None:
-        from reproduce.tracking.sql import SqlRuns, is_sql
+        from reproduce.tracking.sql import SqlRuns
         self.uri = resolve_uri(uri)
         self._client = None
         self._sql = None  # bulk reads without MLflow (tracking_sql)
         if is_sql(self.uri):
             with contextlib.suppress(Exception):  # no driver for it here: MLflow's client says so when used
-                self._sql = SqlRuns(credentials.secret(self.uri))
+                self._sql = SqlRuns(self.uri)
         self.writes = rank == 0
         self._experiments: dict[str, str] = {}
 
@@ -255,8 +233,7 @@ class Tracker:
     def client(self):
         """MLflow's client, made on first use: a command that only reads a SQL store never imports MLflow."""
         if self._client is None:
-            from mlflow.tracking import MlflowClient
-            self._client = MlflowClient(tracking_uri=credentials.secret(self.uri))
+            self._client = client(self.uri)
         return self._client
 
     # ---- reading -------------------------------------------------------------------------------------

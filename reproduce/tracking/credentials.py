@@ -3,7 +3,8 @@
 A tracking URI goes into job payloads (pickles), job records, ``server.json``,
 logs and error lines. Its password must reach none of them. ``public`` takes
 it out of the URI into this process's environment, which local jobs inherit
-and sbatch exports to SLURM jobs. ``secret`` puts it back at the few places a
+and sbatch exports to SLURM jobs: once, where the command line is read
+(``reproduce.cli``), so no URI the suite holds ever has one. ``secret`` puts it back at the few places a
 store is opened. ``redact`` makes any URI fit to print.
 
 The grammar is SQLAlchemy's for every scheme: ``scheme://[user[:password]@]rest``.
@@ -19,12 +20,13 @@ import os
 import re
 from urllib.parse import quote, unquote
 
+from reproduce.tracking.uri import SQL_SCHEMES, scheme
+
 # The SQL store's password, for a URI that names its user but no password: set
 # by ``public`` from a URI that had one, or by the user, who then never writes it
 # in a URI at all.
 DB_PASSWORD = "MUSU_TRACKING_DB_PASSWORD"
 HTTP_USER, HTTP_PASSWORD = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"  # MLflow's own
-SQL_SCHEMES = ("sqlite", "mysql", "mariadb", "postgresql", "mssql")
 
 _URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://"
                   r"(?:(?P<user>[^:/@?#]*)(?::(?P<password>.*))?@(?=[^@]*$))?(?P<rest>.*)$", re.S)
@@ -32,10 +34,6 @@ _URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://"
 
 def _parts(uri: str):
     return _URI.match(uri or "")
-
-
-def _base(scheme: str) -> str:
-    return scheme.split("+", 1)[0].lower()
 
 
 def redact(uri: str) -> str:
@@ -55,13 +53,13 @@ def public(uri: str) -> str:
     m = _parts(uri)
     if m is None or (m["user"] is None and m["password"] is None):
         return uri
-    scheme = _base(m["scheme"])
-    if scheme in ("http", "https"):
+    kind = scheme(uri)
+    if kind in ("http", "https"):
         os.environ[HTTP_USER] = unquote(m["user"] or "")
         if m["password"] is not None:
             os.environ[HTTP_PASSWORD] = unquote(m["password"])
         return f"{m['scheme']}://{m['rest']}"
-    if scheme in SQL_SCHEMES and m["password"] is not None:
+    if kind in SQL_SCHEMES and m["password"] is not None:
         os.environ[DB_PASSWORD] = unquote(m["password"])
         return f"{m['scheme']}://{m['user']}@{m['rest']}"
     return uri
@@ -73,7 +71,7 @@ def secret(uri: str) -> str:
     m = _parts(uri)
     password = os.environ.get(DB_PASSWORD)
     if m is None or not m["user"] or m["password"] is not None or password is None \
-            or _base(m["scheme"]) not in SQL_SCHEMES:
+            or scheme(uri) not in SQL_SCHEMES:
         return uri
     return f"{m['scheme']}://{m['user']}:{quote(password, safe='')}@{m['rest']}"
 

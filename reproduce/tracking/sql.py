@@ -21,28 +21,36 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-SQL_SCHEMES = ("sqlite", "mysql", "mariadb", "postgresql", "mssql")
+from reproduce.tracking.credentials import secret
+from reproduce.tracking.uri import scheme
+
 SQLITE_BUSY_MS = 30000  # wait out a writer holding the SQLite file, as MLflow's own store does
+# Each driver's own name for the connection time-out (seconds).
+CONNECT_TIMEOUT_ARG = {"mysql": "connect_timeout", "mariadb": "connect_timeout", "postgresql": "connect_timeout"}
 
 
 class SchemaMismatch(Exception):
     """The store's tables are not the ones this module knows (read through MLflow instead)."""
 
 
-def is_sql(uri: str) -> bool:
-    """A tracking URI of a database MLflow's SQLAlchemy store opens (``sqlite:///``, ``mysql+pymysql://``...)."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower()
-    return scheme in SQL_SCHEMES and "://" in uri
-
-
 class SqlRuns:
     """One SQLAlchemy engine over the store; ``runs(experiment, hash_tag, wanted)`` reads."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, connect_timeout: float | None = None) -> None:
+        """``uri`` as the suite holds it (no password: ``credentials.secret`` puts it back here);
+        ``connect_timeout``: seconds one connection attempt to a database server may take."""
         import sqlalchemy
         self._sa = sqlalchemy
-        args = {"timeout": SQLITE_BUSY_MS / 1000} if uri.startswith("sqlite") else {}
-        self.engine = sqlalchemy.create_engine(uri, connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+        kind = scheme(uri)
+        args: dict = {"timeout": SQLITE_BUSY_MS / 1000} if kind == "sqlite" else {}
+        if connect_timeout is not None and kind in CONNECT_TIMEOUT_ARG:
+            args[CONNECT_TIMEOUT_ARG[kind]] = max(1, int(connect_timeout))
+        self.engine = sqlalchemy.create_engine(secret(uri), connect_args=args, poolclass=sqlalchemy.pool.NullPool)
+
+    def ping(self) -> None:
+        """One connection, opened and closed: raises what the database says when it takes none."""
+        with self.engine.connect():
+            pass
 
     def experiment_id(self, name: str) -> str | None:
         """The active experiment called ``name``; None when there is none."""
