@@ -59,14 +59,21 @@ def main() -> None:
     skip = frozenset(sys.argv[sys.argv.index("--skip") + 1].split(",")) if "--skip" in sys.argv[:sys.argv.index("--")
                                                                                                   if "--" in sys.argv else None] else frozenset()
     stops = trace(argv, skip)
+    print(" -> ".join(stops))
+    print(summary(stops, "modules"))
+    print("entered: " + ", ".join(f"{m} {n}" for m, n in Counter(stops).most_common()))
+    # the same path one level up: a sub-package (sweep, backends, tracking, node, ...) as one place
+    packages = [m.split(".")[0] for m in stops]
+    print(summary([p for i, p in enumerate(packages) if i == 0 or packages[i - 1] != p], "sub-packages or modules"))
+
+
+def summary(stops: list[str], unit: str) -> str:
     seen, returns = set(), 0
     for i, module in enumerate(stops):
         if module in seen and stops[i - 1] != module:
             returns += 1
         seen.add(module)
-    print(" -> ".join(stops))
-    print(f"{len(stops)} stops in {len(seen)} modules, {returns} returns to a module already left")
-    print("entered: " + ", ".join(f"{m} {n}" for m, n in Counter(stops).most_common()))
+    return f"{len(stops)} stops in {len(seen)} {unit}, {returns} returns to one already left"
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def read_both_ways(uri: str, profile: str, repeats: int = 3) -> list[tuple[str, 
     (``reproduce.tracking.sql``) and through MLflow's ``search_runs``; best of ``repeats``."""
     from reproduce import tracking
     out = []
-    for name, direct in (("direct SQL read (tracking_sql)", True), ("MLflow search_runs", False)):
+    for name, direct in (("direct SQL read (tracking.sql)", True), ("MLflow search_runs", False)):
         best, n = float("inf"), 0
         for _ in range(repeats):
             tracker = tracking.Tracker(uri)

@@ -78,6 +78,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "otherwise resolve only in the suite's configs and mmdet::")
 
 
+def _stale_libraries(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--stale-libraries", action="store_true",
+                   help="count a finished run trained with other versions of torch, mmcv, mmdet, mmengine, numpy "
+                        "or pycocotools than this environment's as stale (default: shown, not stale: a login "
+                        "node's environment is often not the compute nodes')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="reproduce", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -96,18 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between progress updates")
     p.add_argument("--rerun-stale", action="store_true",
                    help="train again the finished runs whose code fingerprint is not today's (status says stale)")
-    p.add_argument("--stale-libraries", action="store_true",
-                   help="count a finished run trained with other versions of torch, mmcv, mmdet, mmengine, numpy "
-                        "or pycocotools than this environment's as stale (default: shown, not stale: a login "
-                        "node's environment is often not the compute nodes')")
+    _stale_libraries(p)
     p = sub.add_parser("status", help="per row: pending, running, finished or failed")
     p.add_argument("tables", nargs="?", default="all")
     _common(p)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--stale-libraries", action="store_true",
-                   help="count a finished run trained with other versions of torch, mmcv, mmdet, mmengine, numpy "
-                        "or pycocotools than this environment's as stale (default: shown, not stale: a login "
-                        "node's environment is often not the compute nodes')")
+    _stale_libraries(p)
     p = sub.add_parser("check", help="run the jobs' preflight (mmcv ops on the device, data, weights, tracking) "
                                      "before spending GPU-hours")
     p.add_argument("tables")
@@ -132,10 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(sweeps/vocabulary/orderings.yaml), as orderings.md")
     p.add_argument("--paper", action="store_true", help="render the paper's numbers alone, from the specs")
     p.add_argument("-o", "--output", type=Path, default=None, help="output folder (default: print)")
-    p.add_argument("--stale-libraries", action="store_true",
-                   help="count a finished run trained with other versions of torch, mmcv, mmdet, mmengine, numpy "
-                        "or pycocotools than this environment's as stale (default: shown, not stale: a login "
-                        "node's environment is often not the compute nodes')")
+    _stale_libraries(p)
     p = sub.add_parser("cancel", help="stop the queued or running jobs of a table's rows")
     p.add_argument("tables")
     _common(p)

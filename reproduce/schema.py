@@ -21,6 +21,10 @@ MAX_EXPANDED = 1_000_000
 MAX_BYTES = 4 << 20  # a spec or profile of more than 4 MiB is no spec
 
 
+class MalformedYaml(UserError):
+    """Text that is not YAML at all (a caller may take it as plain text: ``--set name=text``)."""
+
+
 def load_yaml(path: str | Path) -> Any:
     """A YAML file's data; an unreadable file, malformed YAML, or a document that expands
     past ``MAX_EXPANDED`` through its aliases is one line with its position or size."""
@@ -45,7 +49,7 @@ def load_yaml_text(text: str, where: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"malformed YAML{at}: {problem}", file=where) from None
+        raise MalformedYaml(f"malformed YAML{at}: {problem}", file=where) from None
     try:
         size = expanded_size(data)
     except RecursionError:

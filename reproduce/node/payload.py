@@ -1,6 +1,6 @@
 """The one message between the stages that submit and the job that trains.
 
-``reproduce run`` builds a ``Payload`` per run, ``executor.submit`` pickles it
+``reproduce run`` builds a ``Payload`` per run, the backend (``backends``) pickles it
 into the job (submitit), and ``job.run_training`` reads it there. Requeues
 resubmit the very same object, so a requeued attempt trains the same run.
 It holds paths and names, never a secret: a tracking URI's credentials travel

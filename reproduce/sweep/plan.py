@@ -281,7 +281,7 @@ def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches:
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings; values read as YAML (0.2, true, null, [1, 2])."""
-    from reproduce.schema import load_yaml_text
+    from reproduce.schema import MalformedYaml, load_yaml_text
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -289,9 +289,7 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
             raise UserError(f"{flag} {item!r} is not KEY=VALUE", hint=f"e.g. {flag} b=0.2")
         try:
             out[key.strip()] = load_yaml_text(value, f"{flag} {key.strip()}") if value.strip() else None
-        except UserError as exc:
-            if "malformed YAML" not in str(exc):
-                raise
+        except MalformedYaml:
             out[key.strip()] = value  # not YAML: the text as it was typed
     return out
 

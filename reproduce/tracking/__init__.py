@@ -42,9 +42,9 @@ TAG_LOSS = "musu.loss"  # the last total training loss
 TAG_STATE = "musu.state"
 TAG_DEVICE = "musu.device"
 TAG_PREFLIGHT = "musu.preflight"
-TAG_CODE = "musu.code"  # reproduce.fingerprint.code_fingerprint() of the code that trained the run
-TAG_LIBS = "musu.libraries"  # reproduce.fingerprint.library_versions() of the job's own environment
-TAG_DATA = "musu.data"  # reproduce.fingerprint.data_fingerprint() of the annotations it read
+TAG_CODE = "musu.code"  # reproduce.node.fingerprint.code_fingerprint() of the code that trained the run
+TAG_LIBS = "musu.libraries"  # reproduce.node.fingerprint.library_versions() of the job's own environment
+TAG_DATA = "musu.data"  # reproduce.node.fingerprint.data_fingerprint() of the annotations it read
 TAG_TESTDEV = "musu.testdev_detections"  # the detections file of an unlabeled test split, for COCO's server
 TAG_CREATED_BY = "musu.create_token"  # one per Tracker._create_once call: finds a run a lost answer created
 
@@ -91,7 +91,7 @@ def client(uri: str | None = None):
 def check(uri: str | None = None, timeout: float = 10.0, read_only: bool = False) -> str:
     """Fail early, on one line, when the store cannot be used. ``read_only`` (status, report):
     a SQL store that answers a direct read is enough, without MLflow's 2 s to import and open
-    (``tracking_sql``); a new or unreadable one goes through MLflow as for a writer."""
+    (``tracking.sql``); a new or unreadable one goes through MLflow as for a writer."""
     uri = resolve_uri(uri)
     if uri.startswith("sqlite:///"):
         parent = Path(uri[len("sqlite:///"):]).parent
@@ -222,7 +222,7 @@ class Tracker:
         from reproduce.tracking.sql import SqlRuns
         self.uri = resolve_uri(uri)
         self._client = None
-        self._sql = None  # bulk reads without MLflow (tracking_sql)
+        self._sql = None  # bulk reads without MLflow (tracking.sql)
         if is_sql(self.uri):
             with contextlib.suppress(Exception):  # no driver for it here: MLflow's client says so when used
                 self._sql = SqlRuns(self.uri)
