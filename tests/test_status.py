@@ -302,3 +302,32 @@ def test_a_rerun_submitted_again_stays_a_rerun(tmp_path):
     asked = replace(plain, stale={run.config_hash: "older"})
     assert asked.payload(run, rerun_job).rerun_of == "older"
     assert JobRecord.from_json(rerun_job.to_json()).rerun_of == "old"
+
+
+def test_slurm_without_accounting_reads_an_ended_job_from_its_own_files(tmp_path):
+    """Issue 24, item 6: on a cluster without slurmdbd sacct never answers; a job squeue no longer
+    lists read ``unknown`` forever and `run` never stopped following. Now it has ended, its own
+    result says how, sacct is not asked, and the row says that the cluster keeps no accounting."""
+    import time
+
+    from reproduce.backends.slurm import SlurmBackend
+    from reproduce.backends.slurm_view import GRACE_S, SlurmView
+    old = time.time() - GRACE_S - 1
+    done, failed, killed = (JobRecord("slurm", j, str(tmp_path), old) for j in ("71", "72", "73"))
+    (tmp_path / "71_0_result.pkl").write_bytes(pickle.dumps(("success", {"AP": 1.0})))
+    (tmp_path / "72_0_result.pkl").write_bytes(pickle.dumps(("error", "Traceback ...\nValueError: bad")))
+    view = SlurmView(live={}, records=None, accounting=False)
+    backend = SlurmBackend()
+    states = {r.job_id: backend.state_of(r, view) for r in (done, failed, killed)}
+    assert all(s.phase == "ended" and "keeps no accounting" in s.state for s in states.values())
+    assert states["71"].result == "success" and states["72"].result == "error" and states["73"].result is None
+    assert classify(attempt("RUNNING"), states["73"], ME).state == State.KILLED  # resubmitted, resumes
+    failed_state = classify(attempt("FAILED", state_tag="failed", error="ValueError: bad"), states["72"], ME)
+    assert failed_state.state == State.FAILED and "keeps no accounting" in failed_state.detail
+    # just submitted, not yet listed: asked again, not ended
+    fresh = JobRecord("slurm", "74", str(tmp_path), time.time())
+    assert backend.state_of(fresh, view).phase == "unknown"
+    # with accounting (the default), the same silence is a scheduler not answering: asked again
+    assert backend.state_of(killed, SlurmView(live={}, records=None)).phase == "unknown"
+    # sacct is not called where there is no accounting
+    assert not any(c.startswith("sacct") for c in SlurmView.take([killed], accounting=False).calls)

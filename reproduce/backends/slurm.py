@@ -17,7 +17,7 @@ import submitit
 from reproduce.backends.base import Backend, JobState, Phase
 from reproduce.backends.clusters import Cluster
 from reproduce.backends.records import JobRecord
-from reproduce.backends.slurm_view import ENDED, UNKNOWN, VANISHED, WAITING, SlurmView
+from reproduce.backends.slurm_view import ENDED, GONE, UNKNOWN, VANISHED, WAITING, SlurmView
 from reproduce.backends.train_job import TrainJob
 from reproduce.errors import UserError, first_line
 from reproduce.node.payload import Payload
@@ -50,6 +50,12 @@ def max_array_size() -> int:
     (task indices run 0 to MaxArraySize - 1), SLURM's default when unreadable."""
     value = slurm_config().get("MaxArraySize", "")
     return max(1, int(value)) if value.isdigit() else DEFAULT_MAX_ARRAY_SIZE
+
+
+def accounting_on() -> bool:
+    """False when the cluster keeps no job accounting (``AccountingStorageType=accounting_storage/none``:
+    no slurmdbd, sacct never answers); True when it does or the configuration cannot be read."""
+    return slurm_config().get("AccountingStorageType", "") != "accounting_storage/none"
 
 
 def slurm_user_uid() -> str:
@@ -147,7 +153,7 @@ class SlurmBackend(Backend):
 
     def poll(self, records: Iterable[JobRecord]) -> dict[JobRecord, JobState]:
         records = list(records)
-        view = SlurmView.take(records)  # one squeue and one sacct for all of them
+        view = SlurmView.take(records, accounting_on())  # one squeue and one sacct for all of them
         return {r: self.state_of(r, view) for r in records}
 
     def state_of(self, record: JobRecord, view: SlurmView) -> JobState:
@@ -161,6 +167,9 @@ class SlurmBackend(Backend):
         if word in WAITING:
             earlier = tuple(h.lower() for h in view.history(record)[:-1] if h not in ("PENDING", "RUNNING"))
             return JobState(job, where, Phase.WAITING, word.lower(), earlier)
+        if word == GONE:
+            return self.ended(record, "ended (squeue no longer lists it; this cluster keeps no accounting, "
+                                      "so the job's own result and log say how)")
         if word not in ENDED and word != VANISHED:
             return JobState(job, where, Phase.STARTED, word.lower())
         end = full.lower()

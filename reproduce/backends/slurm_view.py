@@ -13,6 +13,10 @@ Reading rules, so that no job is ever resubmitted while SLURM still holds it:
   if that is an end; a last record that is not an end (slurmdbd behind), or
   no answer from either command (a restarting controller), reads UNKNOWN:
   ask again at the next poll, never "failed".
+- On a cluster without accounting (no slurmdbd: ``AccountingStorageType=
+  accounting_storage/none``, common on small clusters) sacct never answers and
+  is not asked; a job squeue no longer lists, past ``GRACE_S``, has ended
+  (``GONE``), and the job's own files (submitit's result, its log) say how.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ WAITING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", 
            "STOPPED", "SIGNALING_PENDING"}
 UNKNOWN = "UNKNOWN"
 VANISHED = "VANISHED"  # neither command knows it: an array task cancelled before it started
+GONE = "GONE"  # squeue no longer lists it and no accounting says how it ended
 # A job just submitted may be in neither list for a moment.
 GRACE_S = 120.0
 
@@ -69,11 +74,12 @@ class SlurmView:
     live: dict[str, str] | None = None            # squeue: job id -> state; None when squeue did not answer
     records: dict[str, list[str]] | None = None   # sacct -D: job id -> states oldest first (full words)
     calls: list[str] = field(default_factory=list)  # the commands run, for the benchmark and the tests
+    accounting: bool = True                        # False: the cluster keeps no accounting (no sacct answers)
 
     @classmethod
-    def take(cls, job_records: Iterable[JobRecord]) -> "SlurmView":
+    def take(cls, job_records: Iterable[JobRecord], accounting: bool = True) -> "SlurmView":
         ids = sorted({r.job_id for r in job_records if r.backend == "slurm"})
-        view = cls()
+        view = cls(accounting=accounting)
         if not ids:
             return view
         import getpass
@@ -87,6 +93,8 @@ class SlurmView:
                 job, _, state = line.strip().partition("|")
                 if job:
                     view.live[job] = state.strip().upper()
+        if not accounting:
+            return view
         bases = sorted({i.split("_")[0] for i in ids})
         sacct = ["sacct", "-D", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(bases)]
         text = _call(sacct)
@@ -111,9 +119,11 @@ class SlurmView:
         if history:
             last = history[-1]
             return last if _word(last) in ENDED else UNKNOWN
-        if self.records is None or time.time() - record.submitted < GRACE_S:
+        if time.time() - record.submitted < GRACE_S:
             return UNKNOWN
-        return VANISHED
+        if not self.accounting:
+            return GONE
+        return UNKNOWN if self.records is None else VANISHED
 
     def history(self, record: JobRecord) -> list[str]:
         """Every state sacct recorded for the job, oldest first (a requeued job's earlier ends too)."""
