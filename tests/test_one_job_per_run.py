@@ -130,3 +130,43 @@ def test_two_work_dirs_on_one_store_train_a_run_once(tmp_path, capfd):
     assert len(runs) == 1 and runs[0].info.status == "FINISHED", "one MLflow run: B's empty one was deleted"
     steps = [m.step for m in cl.get_metric_history(runs[0].info.run_id, "train/loss")]
     assert sorted(steps) == list(range(2, 121, 2)), f"every loss step once: {steps}"
+
+
+def test_locks_on_shared_file_systems_that_are_not_cluster_wide_are_refused(tmp_path):
+    """Issue 24, item 5: the run lock is a flock in the work dir. NFS mounted nolock or
+    local_lock, and Lustre mounted localflock, keep each node's locks to itself (two nodes
+    both take it); Lustre mounted noflock refuses it (every job ended in a traceback). Such a
+    work dir is named on one line before anything is submitted."""
+    from reproduce.node.run_lock import flock_problem
+    mounts = "\n".join([
+        "/dev/sda1 / ext4 rw,relatime 0 0",
+        "srv:/export /shared nfs rw,vers=3,nolock,addr=10.0.0.1 0 0",
+        "srv:/home /home nfs4 rw,vers=4.2,local_lock=none 0 0",
+        "srv:/scratch /scratch nfs4 rw,vers=4.2,local_lock=all 0 0",
+        "10.0.0.2@tcp:/lfs /lustre lustre rw,noflock 0 0",
+        "10.0.0.2@tcp:/lfs2 /lustre/fast lustre rw,flock 0 0",
+        "10.0.0.3@tcp:/l3 /l3 lustre rw,localflock 0 0",
+    ])
+    assert flock_problem("/shared/work", mounts).endswith("mounted nolock: each node sees only its own locks")
+    assert "local_lock=all" in flock_problem("/scratch/u/w", mounts)
+    assert "flock is refused there" in flock_problem("/lustre/w", mounts)
+    assert flock_problem("/lustre/fast/w", mounts) == ""     # the longest mount point decides
+    assert "localflock" in flock_problem("/l3", mounts)
+    assert flock_problem("/home/u/w", mounts) == "" and flock_problem("/tmp/w", mounts) == ""
+    assert flock_problem(tmp_path) == ""  # this machine's own file systems
+
+
+def test_a_work_dir_without_cluster_wide_locks_is_refused_before_submitting(tmp_path, monkeypatch):
+    """The SLURM backend refuses it in ``admit``, before any job is sent. An NFS mount cannot be
+    made here: the mount table is given as a node with an NFS work dir mounted nolock has it,
+    and sinfo's half of ``admit`` (tested against the real cluster elsewhere) is left out."""
+    import pytest
+
+    import reproduce.backends.slurm as slurm
+    from reproduce.backends.clusters import Cluster
+    from reproduce.errors import UserError
+    from reproduce.node.run_lock import flock_problem
+    monkeypatch.setattr(slurm, "flock_problem", lambda path: flock_problem(path, f"srv:/w {tmp_path} nfs rw,nolock 0 0"))
+    monkeypatch.setattr(slurm, "check_against_slurm", lambda cluster, gpus: None)
+    with pytest.raises(UserError, match="locks are not cluster-wide: .* mounted nolock"):
+        slurm.SlurmBackend(Cluster(name="c")).admit(type("Profile", (), {"gpus": 0})(), workdir=tmp_path / "w")

@@ -75,10 +75,11 @@ class Backend(ABC):
         self.cluster = cluster
 
     @abstractmethod
-    def admit(self, profile, parallel: int = 1, checks_only: bool = False) -> tuple[str, ...]:
-        """Refuse, on one line, a profile this backend cannot run (before anything is submitted);
-        returns the GPUs of this machine the runs may use (local runs only). ``checks_only``:
-        for ``reproduce check``, which runs the preflight once per task, not the training."""
+    def admit(self, profile, parallel: int = 1, checks_only: bool = False, workdir: Path | None = None
+              ) -> tuple[str, ...]:
+        """Refuse, on one line, a profile (or a work dir) this backend cannot run (before anything is
+        submitted); returns the GPUs of this machine the runs may use (local runs only).
+        ``checks_only``: for ``reproduce check``, which runs the preflight once per task, not the training."""
 
     @abstractmethod
     def submit(self, folder: Path, payloads: list["Payload"], gpus: int, processes: int | None = None

@@ -168,7 +168,8 @@ def local_gpu_ids() -> list[str]:
 class LocalBackend(Backend):
     name = "local"
 
-    def admit(self, profile, parallel: int = 1, checks_only: bool = False) -> tuple[str, ...]:
+    def admit(self, profile, parallel: int = 1, checks_only: bool = False, workdir: Path | None = None
+              ) -> tuple[str, ...]:
         """One process per run, and the GPUs a GPU profile needs (torch imported only for those)."""
         if profile.processes > 1 and not checks_only:
             raise UserError(f"profile {profile.name!r} trains each run in {profile.processes} processes; --cluster "

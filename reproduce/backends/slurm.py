@@ -21,6 +21,7 @@ from reproduce.backends.slurm_view import ENDED, GONE, UNKNOWN, VANISHED, WAITIN
 from reproduce.backends.train_job import TrainJob
 from reproduce.errors import UserError, first_line
 from reproduce.node.payload import Payload
+from reproduce.node.run_lock import flock_problem
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
 
@@ -107,8 +108,16 @@ class SlurmBackend(Backend):
     def where(self, record: JobRecord) -> str:
         return f"SLURM job {record.job_id}"
 
-    def admit(self, profile, parallel: int = 1, checks_only: bool = False) -> tuple[str, ...]:
+    def admit(self, profile, parallel: int = 1, checks_only: bool = False, workdir: Path | None = None
+              ) -> tuple[str, ...]:
+        """The partition and GPUs (``sinfo``); a work dir whose file system keeps each node's locks
+        to itself (``run_lock.flock_problem``): two nodes could both train one run there."""
         check_against_slurm(self.cluster, profile.gpus)
+        problem = flock_problem(workdir) if workdir is not None else ""
+        if problem:
+            raise UserError(f"the work dir's locks are not cluster-wide: {problem}",
+                            hint="use a --workdir on a file system whose flock every node shares (NFS without "
+                                 "nolock/local_lock, Lustre mounted flock), or have it remounted")
         return ()
 
     def executor(self, folder: Path, gpus: int, processes: int | None = None) -> submitit.AutoExecutor:
