@@ -21,7 +21,14 @@ from mmengine.hooks import Hook
 
 
 class SaveOnSignalHook(Hook):
-    """Defers submitit's requeue handler to the end of the current training iteration and saves first."""
+    """Defers submitit's requeue handler to the end of the current training iteration and saves first.
+
+    One requeue per job, whatever comes: a second signal while the first is being saved is
+    ignored; the grace timer is cancelled, and SIGALRM's and the requeue signal's handlers put
+    back, on every way out (the save, the grace running out, training ending). A signal held
+    when a mid-training evaluation begins, or one that comes during it, saves the iterations
+    trained so far and requeues at once instead of waiting out the evaluation.
+    """
 
     priority = "LOWEST"  # after mmengine's CheckpointHook, whose file for this iteration is then reused
 
@@ -30,24 +37,37 @@ class SaveOnSignalHook(Hook):
         self.signum = signum  # the backend's requeue signal (``backends.train_job.requeue_signal``)
         self.original = None       # submitit's handler, or None when it installed none (not a submitit job)
         self.deferring = False     # in the training iterations (data loading included), not evaluation
+        self.mid_eval = False      # in an evaluation that training continues after
         self.pending = None        # (signum, frame) of a signal held until the iteration ends
+        self.requeuing = False     # the one requeue is under way: later signals change nothing
+        self.alarm_handler = None  # SIGALRM's handler before the grace timer was armed
+        self.runner = None
 
     # --- installing -----------------------------------------------------------------
     def before_train(self, runner) -> None:
         original = signal.getsignal(self.signum)
         if not callable(original) or checkpoint_hook(runner) is None:
             return
-        self.original = original
+        self.original, self.runner = original, runner
         self.deferring = True
         signal.signal(self.signum, self._on_signal)
 
     def after_train(self, runner) -> None:
+        self._disarm()
         if self.original is not None:
             signal.signal(self.signum, self.original)
 
     # --- the signal -----------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
+        if self.requeuing:
+            return  # the first signal's save and requeue are under way
+        if self.mid_eval:
+            print(f"[reproduce] signal {signal.Signals(signum).name} during an evaluation: saving the "
+                  f"{self.runner.iter} iterations trained, then requeueing", file=sys.stderr, flush=True)
+            self._requeue(self.runner, self.runner.iter, (signum, frame))
+            return
         if not self.deferring:
+            self.requeuing = True
             self.original(signum, frame)
             return
         if self.pending is None:
@@ -55,21 +75,45 @@ class SaveOnSignalHook(Hook):
                   "iteration ends, then requeueing", file=sys.stderr, flush=True)
             self.pending = (signum, frame)
             # An iteration that never ends must not keep the job from requeueing.
-            signal.signal(signal.SIGALRM, self._on_grace_over)
+            self.alarm_handler = signal.signal(signal.SIGALRM, self._on_grace_over)
             signal.alarm(int(self.grace_s))
 
     def _on_grace_over(self, signum, frame) -> None:
         print(f"[reproduce] the iteration did not end within {self.grace_s:.0f} s of the signal: requeueing "
               "from the last checkpoint", file=sys.stderr, flush=True)
         pending, self.pending = self.pending, None
+        self.requeuing = True
+        self._disarm()
         if pending is not None:
             self.original(*pending)
+
+    def _disarm(self) -> None:
+        """The grace timer off and SIGALRM's handler back, if they were set."""
+        signal.alarm(0)
+        if self.alarm_handler is not None:
+            signal.signal(signal.SIGALRM, self.alarm_handler)
+            self.alarm_handler = None
+
+    def _requeue(self, runner, step: int, pending) -> None:
+        """Save the state after ``step`` iterations, then hand the signal to submitit (once)."""
+        self.requeuing = True
+        self.pending = None
+        self._disarm()
+        try:
+            self.save(runner, step)
+        finally:
+            self.original(*pending)  # submitit: pickle the call, requeue, exit
 
     # --- iteration boundaries -------------------------------------------------------
     def before_val_epoch(self, runner) -> None:
         self.deferring = False
+        self.mid_eval = self.original is not None and runner.iter < runner.max_iters
+        if self.pending is not None and self.mid_eval:
+            # came after the last iteration's end, before this evaluation: save those now
+            self._requeue(runner, runner.iter, self.pending)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
+        self.mid_eval = False
         self.deferring = self.original is not None and runner.iter < runner.max_iters
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
@@ -77,24 +121,21 @@ class SaveOnSignalHook(Hook):
             self.deferring = False  # what follows is the final evaluation
         if self.pending is None:
             return
-        signal.alarm(0)
-        pending, self.pending = self.pending, None
-        try:
-            self.save(runner)
-        finally:
-            self.original(*pending)  # submitit: pickle the call, requeue, exit
+        self._requeue(runner, runner.iter + 1, self.pending)
 
-    def save(self, runner) -> None:
-        """The state after this iteration, saved by mmengine's own CheckpointHook (its file name,
-        its ``max_keep_ckpts`` and ``last_checkpoint`` bookkeeping), unless it just saved it."""
-        step = runner.iter + 1
+    def save(self, runner, step: int) -> None:
+        """The state after ``step`` iterations, saved by mmengine's own CheckpointHook (its file name,
+        its ``max_keep_ckpts`` and ``last_checkpoint`` bookkeeping), unless it just saved it. In the
+        training loop the iteration in flight is ``runner.iter`` (``step`` is one more); in an
+        evaluation ``runner.iter`` already counts the iterations trained (``step`` is that)."""
         name = f"iter_{step}.pth"
         if (Path(runner.work_dir) / name).is_file():
             return
         hook = checkpoint_hook(runner)
         if hook is None:
             return
-        hook._save_checkpoint(runner)  # noqa: SLF001 - the same call its after_train_iter makes
+        # the call its _save_checkpoint makes, with the step given (it assumes the training loop's)
+        hook._save_checkpoint_with_step(runner, step, dict(epoch=runner.epoch, iter=step))  # noqa: SLF001
         print(f"[reproduce] saved the checkpoint of iteration {step} on the requeue signal",
               file=sys.stderr, flush=True)
 
