@@ -61,14 +61,17 @@ def _folder(text: str) -> Path:
     return path
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, stores: bool = True) -> None:
+    """The options every verb over a sweep takes; ``stores``: it reads a work dir and a tracking
+    store (``plan`` reads neither, so it takes neither flag rather than ignore them)."""
     p.add_argument("--profile", default=os.environ.get("REPRODUCE_PROFILE", "paper"),
                    help="profile in sweeps/profiles, or a profile file of your own (default: paper)")
     p.add_argument("--sweeps", type=Path, default=None, help="folder of sweep specs (default: the suite's sweeps/)")
-    p.add_argument("--workdir", type=_folder, default=Path.cwd(),
-                   help="where data/, work_dirs/, .reproduce/ and the default MLflow store live (default: .)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlruns.db)")
+    if stores:
+        p.add_argument("--workdir", type=_folder, default=Path.cwd(),
+                       help="where data/, work_dirs/, .reproduce/ and the default MLflow store live (default: .)")
+        p.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlruns.db)")
     p.add_argument("--set", dest="switches", nargs="+", action="extend", default=[], metavar="SWITCH=VALUE",
                    help="a MuSu switch on every MuSu row, e.g. --set b=0.2 num_anchors=3 (changes the run's hash)")
     p.add_argument("--cfg-options", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("plan", help="list the runs a table needs, with config hashes and GPU-hours")
     p.add_argument("tables", help="table name(s), comma-separated, or all")
-    _common(p)
+    _common(p, stores=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("run", help="train what is not finished yet and follow it")
     p.add_argument("tables")
@@ -132,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="orderings: whether the paper's orderings between rows hold over the seeds "
                         "(sweeps/vocabulary/orderings.yaml), as orderings.md")
     p.add_argument("--paper", action="store_true", help="render the paper's numbers alone, from the specs")
-    p.add_argument("-o", "--output", type=Path, default=None, help="output folder (default: print)")
+    p.add_argument("-o", "--output", type=_folder, default=None, help="output folder (default: print)")
     _stale_libraries(p)
     p = sub.add_parser("cancel", help="stop the queued or running jobs of a table's rows")
     p.add_argument("tables")

@@ -45,7 +45,7 @@ def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
     from reproduce import tracking
     from reproduce.node.fingerprint import code_fingerprint, library_versions
     common = ["--profile", "signal", "--workdir", str(tmp_path)]
-    assert main(["plan", "all", *common, "--json"]) == 0
+    assert main(["plan", "all", "--profile", "signal", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
 
     def seeds(row):

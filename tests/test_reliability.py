@@ -236,7 +236,7 @@ def test_a_profile_cannot_make_plan_execute_any_file(tmp_path, capsys, ci_sweeps
     name = str(evil) if how == "absolute" else os.path.relpath(evil, CONFIG_DIR)
     profile = ci_sweeps / "profiles" / "ci.yaml"
     profile.write_text(profile.read_text().replace("smoke/musu_tiny_synthetic", name))
-    code, err = _run(capsys, "plan", "one", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(tmp_path))
+    code, err = _run(capsys, "plan", "one", "--profile", "ci", "--sweeps", str(ci_sweeps))
     assert code == 2 and err.count("\n") == 1 and "outside the configs the suite may execute" in err, err
     assert "ci.yaml" in err and "--configs DIR" in err
     assert not marker.exists(), "the file was executed"
@@ -248,11 +248,11 @@ def test_configs_dir_named_by_the_user_is_allowed_and_a_broken_config_is_one_lin
     profile = ci_sweeps / "profiles" / "ci.yaml"
     profile.write_text(profile.read_text().replace("smoke/musu_tiny_synthetic", "mine"))
     common = ["--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(tmp_path)]
-    code, err = _run(capsys, "plan", "one", *common, "--configs", str(tmp_path / "mine"))
+    code, err = _run(capsys, "plan", "one", *common[:4], "--configs", str(tmp_path / "mine"))
     assert code == 0, err
     assert marker.exists()  # named explicitly: its user's choice
     (tmp_path / "mine" / "mine.py").write_text("model = dict(\n")
-    code, err = _run(capsys, "plan", "one", *common, "--configs", str(tmp_path / "mine"))
+    code, err = _run(capsys, "plan", "one", *common[:4], "--configs", str(tmp_path / "mine"))
     assert code == 2 and err.count("\n") == 1 and "config mine" in err and "does not parse" in err, err
     assert "ci.yaml" in err and "Traceback" not in err
 

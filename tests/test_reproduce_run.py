@@ -22,7 +22,8 @@ REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
 
 
 def reproduce(workdir: Path, sweeps: Path, *args, check=True, timeout=1200):
-    cmd = [*REPRODUCE, *args, "--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(workdir)]
+    cmd = [*REPRODUCE, *args, "--profile", "ci", "--sweeps", str(sweeps),
+           *(["--workdir", str(workdir)] if args[0] != "plan" else [])]  # plan reads no work dir
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout,
                          stdin=subprocess.DEVNULL)  # never a terminal: `cancel` must not wait for an answer
     if check:

@@ -313,7 +313,10 @@ def load_tables(selector: str, sweeps_dir: Path = SWEEPS_DIR) -> list[Table]:
     """``table1``, ``table1,table3``, ``all``, or the user's own spec files and
     folders of them (``my_grid.yaml``, ``my_specs/``), beside the suite's tables."""
     known = available_tables(sweeps_dir)
-    names = known if selector == "all" else [s.strip() for s in selector.split(",") if s.strip()]
+    names = known if selector == "all" else [s.strip() for s in selector.split(",")]
+    if not all(names):
+        raise UserError(f"{selector!r} names an empty table", hint="tables are comma-separated names or spec files, "
+                        "e.g. table1,table6, or all")
     out = []
     for name in names:
         if _is_path(name):

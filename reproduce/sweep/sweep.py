@@ -57,7 +57,8 @@ class Sweep:
         """The one place a verb's parsed options become a Sweep (every verb takes the same ones)."""
         profile, specs, runs = plan_tables(args.profile, tables if tables is not None else args.tables, args.sweeps,
                                            args.switches, args.cfg_options, getattr(args, "configs", None))
-        return cls(profile, specs, runs, Path(args.workdir).resolve(), getattr(args, "tracking_uri", None),
+        return cls(profile, specs, runs, Path(getattr(args, "workdir", None) or Path.cwd()).resolve(),
+                   getattr(args, "tracking_uri", None),
                    getattr(args, "stale_libraries", False))
 
     # --- what it holds -------------------------------------------------------------------------

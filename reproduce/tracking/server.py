@@ -128,7 +128,7 @@ def status(workdir: Path) -> tuple[dict, bool] | None:
 
 
 def serve_ui(uri: str, host: str, port: int) -> None:
-    """The MLflow UI on a SQLite store, in the foreground until Ctrl-C."""
+    """The MLflow UI on a SQL store (SQLite, or a database server), in the foreground until Ctrl-C."""
     address = f"http://{host}:{port}"
     if _healthy(address):
         raise UserError(f"something already answers on {address}", hint="pass another --port")

@@ -8,6 +8,7 @@ from reproduce import tracking
 from reproduce.errors import UserError
 from reproduce.tracking import server
 from reproduce.tracking.credentials import redact
+from reproduce.tracking.uri import is_sql, scheme
 
 
 def cmd_server(args) -> int:
@@ -38,9 +39,12 @@ def cmd_server(args) -> int:
 def cmd_ui(args) -> int:
     """The MLflow UI on this work dir's store, in the foreground until Ctrl-C."""
     uri = tracking.resolve_uri(args.tracking_uri, default_dir=args.workdir)
-    if not uri.startswith("sqlite:"):
+    if scheme(uri) in ("http", "https"):
         print(f"reproduce: the store is a tracking server, which serves its own UI: open {redact(uri)}",
               file=sys.stderr)
         return 0
+    if not is_sql(uri):
+        raise UserError(f"{redact(uri)} is no tracking store the UI can open",
+                        hint="pass --tracking-uri sqlite:///PATH/mlruns.db, a database URL, or a server's http:// URL")
     server.serve_ui(uri, args.host, args.port)
     return 0
