@@ -61,15 +61,17 @@ def _folder(text: str) -> Path:
     return path
 
 
-def _common(p: argparse.ArgumentParser, stores: bool = True) -> None:
-    """The options every verb over a sweep takes; ``stores``: it reads a work dir and a tracking
-    store (``plan`` reads neither, so it takes neither flag rather than ignore them)."""
+def _common(p: argparse.ArgumentParser, workdir: bool = True, tracking: bool = True) -> None:
+    """The options every verb over a sweep takes; ``workdir``, ``tracking``: whether it reads a work
+    dir and a tracking store (``plan`` reads neither, ``cancel`` no store: a verb takes no flag it
+    would ignore)."""
     p.add_argument("--profile", default=os.environ.get("REPRODUCE_PROFILE", "paper"),
                    help="profile in sweeps/profiles, or a profile file of your own (default: paper)")
     p.add_argument("--sweeps", type=Path, default=None, help="folder of sweep specs (default: the suite's sweeps/)")
-    if stores:
+    if workdir:
         p.add_argument("--workdir", type=_folder, default=Path.cwd(),
                        help="where data/, work_dirs/, .reproduce/ and the default MLflow store live (default: .)")
+    if tracking:
         p.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///WORKDIR/mlruns.db)")
     p.add_argument("--set", dest="switches", nargs="+", action="extend", default=[], metavar="SWITCH=VALUE",
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("plan", help="list the runs a table needs, with config hashes and GPU-hours")
     p.add_argument("tables", help="table name(s), comma-separated, or all")
-    _common(p, stores=False)
+    _common(p, workdir=False, tracking=False)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("run", help="train what is not finished yet and follow it")
     p.add_argument("tables")
@@ -139,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _stale_libraries(p)
     p = sub.add_parser("cancel", help="stop the queued or running jobs of a table's rows")
     p.add_argument("tables")
-    _common(p)
+    _common(p, tracking=False)
     p.add_argument("--row", default=None, help="only this row")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p = sub.add_parser("logs", help="a row's job log and its MLflow run")

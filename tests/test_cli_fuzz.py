@@ -19,31 +19,31 @@ from conftest import make_sweeps
 from reproduce.cli import main
 
 # (option, good values, wrong values); None as an option: a positional argument
-COMMON = [
+SWEEP = [
     ("--profile", ["ci"], ["nosuchprofile", "", "/nonexistent/profile.yaml"]),
     ("--sweeps", ["SWEEPS"], ["MISSING", "AFILE"]),
-    ("--workdir", ["WORK"], ["AFILE"]),
-    ("--tracking-uri", ["STORE"], ["bogus://x", "sqlite:///MISSING/mlruns.db"]),
     ("--set", ["b=0.2"], ["x", "=1", "nosuchswitch=1", "b=[1, 2]"]),
     ("--cfg-options", ["train_cfg.max_iters=8"], ["=", "novalue", "=x"]),
     ("--configs", [], ["MISSING", "AFILE"]),
 ]
+WORKDIR = [("--workdir", ["WORK"], ["AFILE"])]
+STORE = [("--tracking-uri", ["STORE"], ["bogus://x", "sqlite:///MISSING/mlruns.db"])]
+# A flag a verb does not take is refused by argparse: each verb is drawn with its own.
+NOT_TAKEN = [("--workdir", [], ["WORK"]), ("--tracking-uri", [], ["STORE"])]
 VERBS = {
-    "plan": [(None, ["one"], ["nosuchtable", "one,,", "MISSING/spec.yaml"]), *COMMON],
-    "status": [(None, ["one"], ["nosuchtable"]), *COMMON],
-    "run": [(None, ["one"], ["nosuchtable", "MISSING/spec.yaml"]), *COMMON,
+    "plan": [(None, ["one"], ["nosuchtable", "one,,", "MISSING/spec.yaml"]), *SWEEP, NOT_TAKEN[0], NOT_TAKEN[1]],
+    "status": [(None, ["one"], ["nosuchtable"]), *SWEEP, *WORKDIR, *STORE],
+    "run": [(None, ["one"], ["nosuchtable", "MISSING/spec.yaml"]), *SWEEP, *WORKDIR, *STORE,
             ("--cluster", ["local"], ["nosuchcluster", ""]), ("--parallel", ["1"], ["0", "-1", "x", "1.5"]),
             ("--poll", ["5"], ["-1", "nan", "x", "0"])],
-    "check": [(None, ["one"], ["nosuchtable"]), *COMMON, ("--cluster", ["local"], ["nosuchcluster"])],
-    "report": [(None, ["one"], ["nosuchtable"]), *COMMON, ("--format", ["md"], ["pdf", ""]),
+    "check": [(None, ["one"], ["nosuchtable"]), *SWEEP, *WORKDIR, *STORE, ("--cluster", ["local"], ["nosuchcluster"])],
+    "report": [(None, ["one"], ["nosuchtable"]), *SWEEP, *WORKDIR, *STORE, ("--format", ["md"], ["pdf", ""]),
                ("-o", [], ["AFILE"])],
-    "cancel": [(None, ["one"], ["nosuchtable"]), *COMMON, ("--row", [], ["nosuchrow"])],
-    "logs": [(None, ["one"], ["nosuchtable"]), (None, ["musu"], ["nosuchrow"]), *COMMON,
+    "cancel": [(None, ["one"], ["nosuchtable"]), *SWEEP, *WORKDIR, NOT_TAKEN[1], ("--row", [], ["nosuchrow"])],
+    "logs": [(None, ["one"], ["nosuchtable"]), (None, ["musu"], ["nosuchrow"]), *SWEEP, *WORKDIR, *STORE,
              ("--attempt", [], ["x"]), ("--lines", [], ["-2", "x"])],
-    "server": [(None, ["status"], ["restart", ""]), ("--workdir", ["WORK"], ["AFILE"]),
-               ("--port", [], ["70000", "0", "x"])],
-    "ui": [("--workdir", ["WORK"], ["AFILE"]), ("--tracking-uri", ["STORE"], ["bogus://x"]),
-           ("--port", [], ["70000", "0", "x"])],
+    "server": [(None, ["status"], ["restart", ""]), *WORKDIR, ("--port", [], ["70000", "0", "x"])],
+    "ui": [*WORKDIR, ("--tracking-uri", ["STORE"], ["bogus://x"]), ("--port", [], ["70000", "0", "x"])],
 }
 
 
@@ -95,7 +95,10 @@ def places(tmp_path_factory):
                 root=root)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same calls on every run (CI never fails on a draw it had not seen before);
+# to search further, run it with derandomize=False and more examples
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(call=wrong_calls())
 def test_every_verb_refuses_wrong_arguments_on_one_line_and_changes_nothing(places, call, capsys):
     argv, wrong = call

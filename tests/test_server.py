@@ -124,16 +124,17 @@ def test_ui_serves_the_work_dirs_store_until_interrupted(tmp_path):
         raise AssertionError("the UI still answers after Ctrl-C")
 
 
-def _mlflow_server(store: Path, artifacts: Path, port: int, log: Path) -> subprocess.Popen:
+def _mlflow_server(store: Path, artifacts: Path, port: int, log: Path, extra: tuple[str, ...] = (),
+                   env: dict | None = None) -> subprocess.Popen:
     """`mlflow server` on 127.0.0.1 in a session (and process group) of its own, healthy."""
     import time
     import urllib.request
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", f"sqlite:///{store}",
                              "--artifacts-destination", str(artifacts), "--serve-artifacts", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"], stdout=open(log, "ab"),
+                             "--port", str(port), "--workers", "1", *extra], stdout=open(log, "ab"),
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                            env=mlflow_server_env())
+                            env={**mlflow_server_env(), **(env or {})})
     deadline = time.time() + 120
     while True:
         assert proc.poll() is None and time.time() < deadline, log.read_text()[-2000:]
@@ -186,3 +187,66 @@ def test_tracking_server_restart_mid_run_loses_nothing(tmp_path):
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
+
+
+PASSWORD = "p/a?s#s:w@o%rd"  # every character that ends or splits a URI's parts
+
+
+def test_a_server_that_enforces_basic_auth_gets_the_password_and_nothing_else_does(tmp_path):
+    """Issue 23, item 5: a tracking server behind MLflow's basic-auth app, its password full of
+    /?#@:%, given in --tracking-uri as a user types it (percent-encoded). The run trains and
+    logs through the server; the password reaches the jobs only through the environment: not
+    their pickles, the job records, the logs, the work dir's files or anything printed. Without
+    credentials the server refuses, on one line."""
+    import os
+    import signal
+    from urllib.parse import quote
+
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path / "spec")
+    ini = tmp_path / "auth.ini"
+    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+                   "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    port = free_port()
+    server = _mlflow_server(tmp_path / "server.db", tmp_path / "artifacts", port, tmp_path / "server.log",
+                            ("--app-name", "basic-auth"),
+                            {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+                             "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex()})
+    work = tmp_path / "w"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    try:
+        bare = f"http://127.0.0.1:{port}"
+        uri = f"http://admin:{quote(PASSWORD, safe='')}@127.0.0.1:{port}"
+        args = ["--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(work)]
+        out = subprocess.run([*REPRODUCE, "run", "one", *args, "--tracking-uri", uri, "--poll", "1"], cwd=work,
+                             capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL, env=env)
+        assert out.returncode == 0 and "1/1 finished" in out.stderr, out.stderr[-3000:]
+        status = subprocess.run([*REPRODUCE, "status", "one", *args, "--tracking-uri", uri], cwd=work,
+                                capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, env=env)
+        assert status.returncode == 0 and "1 finished" in status.stdout, status.stdout + status.stderr
+        printed = out.stdout + out.stderr + status.stdout + status.stderr
+        forms = {PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD)}
+        assert not any(f in printed for f in forms), "the password was printed"
+        leaked = [str(p) for p in work.rglob("*") if p.is_file() and any(f.encode() in p.read_bytes() for f in forms)]
+        assert not leaked, f"the password is in {leaked}"
+        pickles = list(work.rglob("*.pkl"))
+        assert pickles, "the job's pickles were looked at"
+        # the run is on the server, read with the credentials MLflow's client takes from the environment
+        os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=PASSWORD)
+        try:
+            runs = [r for rs in raw_runs(tracking.client(bare), "ci").values() for r in rs]
+        finally:
+            os.environ.pop("MLFLOW_TRACKING_USERNAME"), os.environ.pop("MLFLOW_TRACKING_PASSWORD")
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED" and "AP" in runs[0].data.metrics
+        # no credentials: refused by the server, said on one line
+        refused = subprocess.run([*REPRODUCE, "status", "one", *args, "--tracking-uri", bare], cwd=work,
+                                 capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, env=env)
+        err = refused.stderr.strip()
+        assert refused.returncode == 2 and "\n" not in err and "Traceback" not in err, err
+        assert "401" in err or "nauthorized" in err or "credentials" in err.lower(), err
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+

@@ -157,7 +157,7 @@ def test_slurm_view_reads_squeue_first_then_sacct_ends_else_unknown():
 
 
 def test_an_ended_local_job_reads_its_result(tmp_path):
-    """The executor's half: the result submitit writes when the job's own code
+    """The backend's half: the result submitit writes when the job's own code
     returns or raises, and nothing when the process was killed first."""
     import subprocess
     reported, silent = (subprocess.Popen(["true"]) for _ in range(2))

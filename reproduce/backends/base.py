@@ -12,8 +12,6 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterable
 
-from submitit.core.utils import JobPaths
-
 from reproduce.backends.records import JobRecord
 from reproduce.node.run_lock import HELD
 
@@ -101,7 +99,7 @@ class Backend(ABC):
 
     def log_paths(self, record: JobRecord) -> list[Path]:
         """The job's stdout and stderr files (task 0 of an array task)."""
-        paths = JobPaths(record.folder, record.job_id, task_id=0)
+        paths = _paths(record)
         return [paths.stdout, paths.stderr]
 
     # shared by the backends: what submitit's files say of an ended job
@@ -116,7 +114,7 @@ class Backend(ABC):
 def result_of(record: JobRecord) -> Result | None:
     """What the job's own code reported in the result pickle submitit writes when it returns or
     raises; None when the process was killed first."""
-    path = JobPaths(record.folder, record.job_id).result_pickle
+    path = _paths(record).result_pickle
     try:
         with open(path, "rb") as fh:
             outcome = pickle.load(fh)
@@ -135,7 +133,7 @@ def result_of(record: JobRecord) -> Result | None:
 def log_tail(record: JobRecord, lines: int = 8) -> str:
     """The end of the job's first task's log (stderr, else stdout). Named, not globbed: a
     table's submitit folder holds every task's logs, and ``status`` reads this for each ended job."""
-    paths = JobPaths(record.folder, record.job_id, task_id=0)
+    paths = _paths(record)
     for path in (paths.stderr, paths.stdout):
         try:
             text = path.read_text(errors="replace").strip()
@@ -144,3 +142,11 @@ def log_tail(record: JobRecord, lines: int = 8) -> str:
         if text:
             return "\n".join(text.splitlines()[-lines:])
     return ""
+
+
+def _paths(record: JobRecord):
+    """submitit's names for the files of the job's first task (imported here: only a command that
+    looks at a job's files pays for submitit)."""
+    from submitit.core.utils import JobPaths
+    return JobPaths(record.folder, record.job_id, task_id=0)
+

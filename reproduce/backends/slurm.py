@@ -27,17 +27,23 @@ DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's default MaxArraySize
 
 
 _CONFIG: dict[str, str] = {}
+_CONFIG_FAILED = [0.0]  # when the last read got no answer
+RETRY_CONFIG_S = 60.0
 
 
 def slurm_config() -> dict[str, str]:
-    """``scontrol show config`` as KEY -> value, read once per process (asked again while
-    SLURM does not answer: empty then)."""
-    if _CONFIG:
+    """``scontrol show config`` as KEY -> value, read once per process. While SLURM does not answer
+    it is empty, and asked again at most once a minute (a poll every second would otherwise wait
+    on scontrol each time)."""
+    if _CONFIG or time.time() - _CONFIG_FAILED[0] < RETRY_CONFIG_S:
         return _CONFIG
     try:
         out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return {}
+        out = ""
+    if not out.strip():
+        _CONFIG_FAILED[0] = time.time()
+        return _CONFIG
     config = _CONFIG
     for line in out.splitlines():
         key, sep, value = line.partition("=")

@@ -83,8 +83,10 @@ class SlurmView:
         if not ids:
             return view
         import getpass
-        # -u, not --me (SLURM >= 20.11 only); -r lists each array task on its own line
-        squeue = ["squeue", "-u", getpass.getuser(), "-h", "-r", "-o", "%i|%T"]
+        # -u, not --me (SLURM >= 20.11 only); -r lists each array task on its own line. Without
+        # accounting squeue alone says a job has ended: every user's jobs are listed, so that a
+        # colleague's `status` on a shared work dir does not read the owner's live jobs as gone.
+        squeue = ["squeue", *(["-u", getpass.getuser()] if accounting else []), "-h", "-r", "-o", "%i|%T"]
         text = _call(squeue)
         view.calls.append(" ".join(squeue))
         if text is not None:

@@ -27,7 +27,9 @@ class SaveOnSignalHook(Hook):
     ignored; the grace timer is cancelled, and SIGALRM's and the requeue signal's handlers put
     back, on every way out (the save, the grace running out, training ending). A signal held
     when a mid-training evaluation begins, or one that comes during it, saves the iterations
-    trained so far and requeues at once instead of waiting out the evaluation.
+    trained so far and requeues at once instead of waiting out the evaluation. That evaluation
+    is not run again after the resume: its metrics (and a ``save_best`` choice) are progress,
+    the run's numbers come from the final one.
     """
 
     priority = "LOWEST"  # after mmengine's CheckpointHook, whose file for this iteration is then reused
@@ -107,7 +109,10 @@ class SaveOnSignalHook(Hook):
     # --- iteration boundaries -------------------------------------------------------
     def before_val_epoch(self, runner) -> None:
         self.deferring = False
-        self.mid_eval = self.original is not None and runner.iter < runner.max_iters
+        # An EMA hook has swapped its averaged weights in by now (its own before_val_epoch runs
+        # first): a save here would store them in each other's place. With one, the signal goes
+        # straight to submitit during an evaluation, as it did before (the last periodic checkpoint).
+        self.mid_eval = self.original is not None and runner.iter < runner.max_iters and not _has_ema(runner)
         if self.pending is not None and self.mid_eval:
             # came after the last iteration's end, before this evaluation: save those now
             self._requeue(runner, runner.iter, self.pending)
@@ -128,11 +133,8 @@ class SaveOnSignalHook(Hook):
         its ``max_keep_ckpts`` and ``last_checkpoint`` bookkeeping), unless it just saved it. In the
         training loop the iteration in flight is ``runner.iter`` (``step`` is one more); in an
         evaluation ``runner.iter`` already counts the iterations trained (``step`` is that)."""
-        name = f"iter_{step}.pth"
-        if (Path(runner.work_dir) / name).is_file():
-            return
         hook = checkpoint_hook(runner)
-        if hook is None:
+        if hook is None or Path(hook.file_backend.join_path(hook.out_dir, hook.filename_tmpl.format(step))).is_file():
             return
         # the call its _save_checkpoint makes, with the step given (it assumes the training loop's)
         hook._save_checkpoint_with_step(runner, step, dict(epoch=runner.epoch, iter=step))  # noqa: SLF001
@@ -147,3 +149,9 @@ def checkpoint_hook(runner):
         if isinstance(hook, CheckpointHook) and not hook.by_epoch:
             return hook
     return None
+
+
+def _has_ema(runner) -> bool:
+    from mmengine.hooks import EMAHook
+    return any(isinstance(hook, EMAHook) for hook in runner.hooks)
+

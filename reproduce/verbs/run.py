@@ -30,9 +30,10 @@ def cmd_run(args) -> int:
     profile, runs = sweep.profile, sweep.runs
     cluster = load_cluster(args.cluster)
     workdir = sweep.workdir
+    # refused on one line before anything is made or sent
+    gpu_ids = for_cluster(cluster).admit(profile, args.parallel, workdir=workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     uri = sweep.uri(read_only=False)
-    gpu_ids = for_cluster(cluster).admit(profile, args.parallel, workdir=workdir)  # refused on one line before anything is sent
     # Decide, submit and record under one lock: a second `reproduce run` sharing rows in this
     # work dir waits, then finds them submitted and reattaches.
     with sweep.jobs.submitting():

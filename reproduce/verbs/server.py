@@ -43,7 +43,7 @@ def cmd_ui(args) -> int:
         print(f"reproduce: the store is a tracking server, which serves its own UI: open {redact(uri)}",
               file=sys.stderr)
         return 0
-    if not is_sql(uri):
+    if not is_sql(uri) and scheme(uri) != "file":
         raise UserError(f"{redact(uri)} is no tracking store the UI can open",
                         hint="pass --tracking-uri sqlite:///PATH/mlruns.db, a database URL, or a server's http:// URL")
     server.serve_ui(uri, args.host, args.port)
