@@ -63,6 +63,29 @@ def test_an_unreachable_database_store_fails_the_command_at_once(tmp_path, ci_sw
     assert not (work / ".reproduce" / "state").exists(), "nothing was submitted"
 
 
+def test_logs_against_an_unreachable_store_is_one_line_at_once(tmp_path, ci_sweeps):
+    """Issue 24, item 8: `reproduce logs` of a row with a job, its store unreachable, retried for
+    four minutes and ended in a traceback. Now: one line (``_refused`` allows it 60 s), the job
+    records untouched."""
+    import json
+    import socket
+
+    from reproduce.sweep.plan import plan_tables
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (run,) = plan_tables("ci", "one", ci_sweeps)[2]
+    work = tmp_path / "w"
+    state = work / ".reproduce" / "state"
+    state.mkdir(parents=True)
+    jobs = json.dumps({f"ci:{run.config_hash}": {"backend": "local", "job_id": "1", "folder": str(work)}})
+    (state / "jobs.json").write_text(jobs)
+    err = _refused(["logs", "one", "musu", "--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(work),
+                    "--tracking-uri", f"mysql+pymysql://alice:s3cr%2Ft@127.0.0.1:{port}/mlflow"], work)
+    assert "cannot be reached" in err and "refused" in err and "s3cr" not in err, err
+    assert (state / "jobs.json").read_text() == jobs
+
+
 @pytest.mark.parametrize("generate, needle", [
     ("image_size: 10", "image_size must be at least 16, got 10"),
     ("min_size: 60, max_size: 20", "max_size (20) is below min_size (60)"),
