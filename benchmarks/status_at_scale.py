@@ -118,7 +118,7 @@ def main() -> None:
                                            f"  - {{name: \"b{{b}}\", grid: {{b: [{bs}]}}, seeds: {seeds}}}\n")
         common = ["--profile", "smoke", "--sweeps", str(sweeps), "--workdir", str(tmp)]
         t = time.perf_counter()
-        plan = json.loads(subprocess.run([*CLI, "plan", "scale", *common, "--json"], capture_output=True, text=True,
+        plan = json.loads(subprocess.run([*CLI, "plan", "scale", *common[:4], "--json"], capture_output=True, text=True,
                                          check=True).stdout)
         print(f"plan of {len(plan['runs'])} runs (cold): {time.perf_counter() - t:.1f} s")
         t = time.perf_counter()

@@ -112,7 +112,7 @@ def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
     (sweeps / "seeded.yaml").write_text("table: seeded\ncolumns: [AP]\nrows:\n"
                                         "  - {name: musu, seeds: 3, paper: {AP: 40.6}}\n")
     common = ["--profile", "smoke", "--sweeps", str(sweeps), "--workdir", str(tmp_path)]
-    assert main(["plan", "seeded", *common, "--json"]) == 0
+    assert main(["plan", "seeded", *common[:4], "--json"]) == 0  # plan reads no work dir
     plan = json.loads(capsys.readouterr().out)
     assert plan["total_runs"] == 3 and [r["seed"] for r in plan["runs"]] == [0, 1, 2]
     # Three finished runs in the store, as the jobs would leave them.
@@ -147,7 +147,7 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
                                         "  - {name: musu, seeds: 3, paper: {AP: 40.6}}\n"
                                         "  - {name: other, set: {alpha: 0.5}, paper: {AP: 40.0}}\n")
     common = ["--profile", "smoke", "--sweeps", str(sweeps), "--workdir", str(tmp_path)]
-    assert main(["plan", "seeded", *common, "--json"]) == 0
+    assert main(["plan", "seeded", *common[:4], "--json"]) == 0  # plan reads no work dir
     plan = json.loads(capsys.readouterr().out)
     musu = [r for r in plan["runs"] if ["seeded", "musu"] in r["rows"]]
     other = [r for r in plan["runs"] if ["seeded", "other"] in r["rows"]]
