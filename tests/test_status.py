@@ -261,15 +261,18 @@ def test_the_job_that_trained_a_stale_run_is_no_rerun_of_it(tmp_path):
     import socket
 
     from reproduce.backends.local import process_identity
+    from reproduce import tracking
     from reproduce.sweep.status import states_of
+
+    def states(mlruns, records):
+        return states_of({h: tracking.tracked(r) for h, r in mlruns.items()}, mlruns, records)
     alive = JobRecord("local", str(os.getpid()), str(tmp_path), time.time(), **process_identity(os.getpid()))
     assert alive.host == socket.gethostname()
-    (st,) = states_of({"h": _stale_finished()}, {"h": alive}, ["h"]).values()
+    (st,) = states({"h": _stale_finished()}, {"h": alive}).values()
     assert st.state == State.FINISHED and st.stale and st.finished_id == "old", st
-    (st,) = states_of({"h": _stale_finished()}, {"h": replace(alive, rerun_of="old")}, ["h"]).values()
+    (st,) = states({"h": _stale_finished()}, {"h": replace(alive, rerun_of="old")}).values()
     assert st.state == State.QUEUED and "waiting for a free slot" in st.detail, st
-    (st,) = states_of({"h": _stale_finished(("new", "RUNNING"))}, {"h": replace(alive, rerun_of="old")},
-                      ["h"]).values()
+    (st,) = states({"h": _stale_finished(("new", "RUNNING"))}, {"h": replace(alive, rerun_of="old")}).values()
     assert st.state == State.RUNNING, st
 
 

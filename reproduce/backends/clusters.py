@@ -5,12 +5,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reproduce.errors import UserError
 from reproduce.schema import integer, known_keys, load_yaml, mapping
 from reproduce.paths import REPO
+
+if TYPE_CHECKING:
+    from reproduce.backends import Backend
 
 CLUSTER_DIR = REPO / "cluster"
 # sbatch options the suite sets itself: overriding them through ``sbatch_extra``
@@ -60,6 +64,13 @@ class Cluster:
 
     def torch_home(self, workdir: Path) -> Path:
         return Path(self.weights_cache).expanduser() if self.weights_cache else workdir / ".reproduce" / "weights"
+
+    @cached_property
+    def backend(self) -> "Backend":
+        """Where this cluster's jobs go (``backends.for_cluster``): made once, so admitting and
+        submitting ask one backend, which reads the cluster's configuration once."""
+        from reproduce.backends import for_cluster
+        return for_cluster(self)
 
     @property
     def is_local(self) -> bool:

@@ -25,6 +25,7 @@ replaced under the same name goes unseen.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 import hashlib
 import json
 import os
@@ -109,6 +110,22 @@ def stale_because(tracked: "Tracked", code: str | None, data: str | None, librar
     return "; ".join(why)
 
 
+@dataclass(frozen=True)
+class Today:
+    """What a run trained now would record (``tracking.TAG_CODE``, ``TAG_DATA``, ``TAG_LIBS``):
+    a finished run that recorded otherwise is stale (``stale_because``)."""
+    code: str
+    data: str | None       # None: the annotations are not there, or the runs read none
+    libraries: str
+
+
+def today(root: str | os.PathLike, options: dict | None) -> Today:
+    """The fingerprints of this code, of the annotations ``options`` name under ``root``, and
+    of this process's libraries, read once for a whole sweep."""
+    return Today(code_fingerprint(), data_fingerprint(root, options) if options is not None else None,
+                 library_versions())
+
+
 def annotation_files(options: dict) -> list[str]:
     """The annotation files a run's options name (``*.dataset.ann_file``), relative to its data root."""
     return sorted({str(v) for k, v in options.items() if k.endswith("dataset.ann_file")})
@@ -122,21 +139,22 @@ def data_fingerprint(root: str | os.PathLike, options: dict) -> str | None:
     names = annotation_files(options)
     if not names:
         return None
+    cache = cache_dir("data")
     for name in names:
-        digest = _file_digest(Path(root) / name)
+        digest = _file_digest(Path(root) / name, cache)
         if digest is None:
             return None
         h.update(f"{name}={digest}".encode())
     return h.hexdigest()[:12]
 
 
-def _file_digest(path: Path) -> str | None:
+def _file_digest(path: Path, cache: Path) -> str | None:
     try:
         st = path.stat()
     except OSError:
         return None
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
-    cached = cache_dir("data") / f"{key}.json"
+    cached = cache / f"{key}.json"
     try:
         return json.loads(cached.read_text())["sha256"]
     except (OSError, ValueError, KeyError):

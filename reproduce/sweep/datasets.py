@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reproduce.errors import UserError
 from reproduce.sweep.profiles import Profile
+
+if TYPE_CHECKING:
+    from reproduce.node.fingerprint import Today
 
 
 def root_of(profile: Profile, base: Path) -> Path:
@@ -14,10 +18,11 @@ def root_of(profile: Profile, base: Path) -> Path:
     return root if root.is_absolute() else base / root
 
 
-def fingerprint_today(profile: Profile, base: Path, runs: list) -> str | None:
-    """The fingerprint of the annotations the profile's runs would read now (``reproduce.node.fingerprint``)."""
-    from reproduce.node.fingerprint import data_fingerprint
-    return data_fingerprint(root_of(profile, base), runs[0].options) if runs else None
+def fingerprint_today(profile: Profile, base: Path, runs: list) -> "Today":
+    """What the profile's runs would record if trained now: the code's, the annotations' and the
+    libraries' fingerprints (``reproduce.node.fingerprint``)."""
+    from reproduce.node.fingerprint import today
+    return today(root_of(profile, base), runs[0].options if runs else None)
 
 
 def prepare(profile: Profile, base: Path) -> Path:

@@ -15,20 +15,22 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reproduce.errors import UserError, first_line
+from reproduce.node.weights import pretrained
 from reproduce.sweep.profiles import Profile, load_profile
 from reproduce.sweep.spec import SWEEPS_DIR, Row, Table, available_tables, load_tables
-from reproduce.paths import cache_dir
+from reproduce.paths import REPO, cache_dir
 
 # The modules whose code decides what a plan holds (its runs, options and hashes): a change
 # to any of them invalidates the plan cache. tests/test_plan.py checks the list against
 # the modules this one imports.
 PLAN_MODULES = ("reproduce.sweep.plan", "reproduce.sweep.spec", "reproduce.sweep.profiles", "reproduce.schema",
-                "reproduce.metrics", "reproduce.paths",
+                "reproduce.metrics", "reproduce.paths", "reproduce.node.weights",
                 "reproduce.errors",
                 "musu.core.switches", "musu.configs", "musu.data.synthetic")
 
@@ -45,18 +47,19 @@ class Run:
     rows: list[tuple[str, str]] = field(default_factory=list)  # (table, row)
     gpu_hours: float = 0.0
     max_iters: int = 0
+    weights: tuple[str, ...] = ()  # the pretrained checkpoints its config names (fetched before submitting)
 
     def to_json(self) -> dict[str, Any]:
-        """The one serialisation of a run: ``plan --json`` prints it, the plan cache keeps it."""
+        """What ``plan --json`` prints of a run."""
         return dict(config_hash=self.config_hash, config=self.config_name, profile=self.profile, seed=self.seed,
                     rows=[list(r) for r in self.rows], overrides=self.options, max_iters=self.max_iters,
-                    gpu_hours=self.gpu_hours)
+                    gpu_hours=self.gpu_hours, weights=list(self.weights))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Run":
         return cls(config_hash=data["config_hash"], config_name=data["config"], options=data["overrides"],
                    profile=data["profile"], seed=data["seed"], rows=[(t, r) for t, r in data["rows"]],
-                   gpu_hours=data["gpu_hours"], max_iters=data["max_iters"])
+                   gpu_hours=data["gpu_hours"], max_iters=data["max_iters"], weights=tuple(data.get("weights", ())))
 
 
 def _canonical(obj: Any) -> Any:
@@ -151,36 +154,7 @@ class Planner:
         return cfg
 
     def plan(self, tables: list[Table]) -> list[Run]:
-        """The runs of ``tables``; served from the plan cache when no input changed."""
-        key = self._cache_key(tables)
-        cached = _cache_load(key)
-        if cached is not None:
-            return cached
-        runs = self._plan(tables)
-        _cache_store(key, runs)
-        return runs
-
-    def _cache_key(self, tables: list[Table]) -> str:
-        """Everything a plan depends on: the specs, the profile, every config file,
-        mmdet's version and the code of every module that shapes a plan (``PLAN_MODULES``)."""
-        import importlib.util
-
-        from musu.configs import CONFIG_DIR
-        h = hashlib.sha256()
-        code = [Path(importlib.util.find_spec(m).origin) for m in PLAN_MODULES]  # found, not imported
-        for path in [Path(self.profile.file), *(Path(t.file) for t in tables), *code,
-                     *sorted(CONFIG_DIR.rglob("*.py")),
-                     *sorted(p for d in self.profile.config_dirs for p in Path(d).rglob("*.py"))]:
-            h.update(str(path).encode())
-            h.update(path.read_bytes())
-        # what the command line changed in memory (--set, --cfg-options)
-        h.update(json.dumps(self.profile.cfg_options, sort_keys=True, default=str).encode())
-        h.update(json.dumps([[r.name, r.switches, r.seeds] for t in tables for r in t.rows], sort_keys=True,
-                            default=str).encode())
-        h.update(_mmdet_version().encode())
-        return h.hexdigest()[:24]
-
-    def _plan(self, tables: list[Table]) -> list[Run]:
+        """The runs of ``tables``: one per distinct resolved config, serving every row that resolves to it."""
         runs: dict[str, Run] = {}
         for table in tables:
             for row in table.rows:
@@ -196,7 +170,7 @@ class Planner:
                         iters = int(resolved.get("train_cfg", {}).get("max_iters") or 0)
                         run = runs[h] = Run(config_hash=h, config_name=name, options=options,
                                             profile=self.profile.name, seed=seed, max_iters=iters,
-                                            gpu_hours=self._cost(row, iters))
+                                            gpu_hours=self._cost(row, iters), weights=tuple(pretrained(cfg)))
                     if (table.name, row.name) not in run.rows:
                         run.rows.append((table.name, row.name))
         return list(runs.values())
@@ -234,20 +208,52 @@ def _mmdet_version() -> str:
         return "unknown"
 
 
-def _cache_load(key: str) -> list[Run] | None:
-    path = cache_dir() / f"{key}.json"
+def _cache_key(profile: str, tables: str, sweeps: Path, switches: list[str] | None,
+               cfg_options: list[str] | None, config_dirs: list[Path] | None) -> str | None:
+    """Everything a plan is made of, read as bytes before anything is parsed: the command
+    line, every file under the sweeps folder and the spec or profile files it names, the
+    metric vocabulary, every config file, mmdet's version and the code of every module
+    that shapes a plan (``PLAN_MODULES``). None when a named file is not there (the
+    planner says what is wrong)."""
+    import importlib.util
+
+    from musu.configs import CONFIG_DIR
+    h = hashlib.sha256()
+    h.update(json.dumps([profile, tables, str(sweeps.resolve()), switches, cfg_options,
+                         [str(Path(d).resolve()) for d in config_dirs or []], str(Path.cwd()), _mmdet_version()]
+                        ).encode())
+    named = [Path(x.strip()) for x in [profile, *tables.split(",")] if "/" in x or x.strip().endswith((".yaml", ".yml"))
+             or Path(x.strip()).is_dir()]
+    folders = [sweeps, REPO / "sweeps" / "vocabulary", *(p for p in named if p.is_dir())]
+    files = [p for p in named if not p.is_dir()]
+    if any(not p.is_file() for p in files) or any(not Path(d).is_dir() for d in config_dirs or []):
+        return None
+    code = [Path(importlib.util.find_spec(m).origin) for m in PLAN_MODULES]  # found, not imported
+    for path in [*files, *code, *(p for d in folders for p in sorted(d.rglob("*.y*ml"))),
+                 *sorted(CONFIG_DIR.rglob("*.py")), *(p for d in config_dirs or [] for p in sorted(Path(d).rglob("*.py")))]:
+        h.update(str(path).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:24]
+
+
+def _cache_load(key: str | None) -> tuple[Profile, list[Table], list[Run]] | None:
+    if key is None:
+        return None
     try:
-        return [Run.from_json(r) for r in json.loads(path.read_text())]
-    except (OSError, ValueError, KeyError, TypeError):
+        with open(cache_dir() / f"{key}.pickle", "rb") as fh:
+            return pickle.load(fh)  # the user's own cache folder, keyed by the code that reads it
+    except Exception:  # noqa: BLE001 - missing, truncated or from other code: planned again
         return None
 
 
-def _cache_store(key: str, runs: list[Run]) -> None:
-    path = cache_dir() / f"{key}.json"
+def _cache_store(key: str | None, plan: tuple[Profile, list[Table], list[Run]]) -> None:
+    if key is None:
+        return
+    path = cache_dir() / f"{key}.pickle"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([r.to_json() for r in runs]))
+        tmp.write_bytes(pickle.dumps(plan))
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home only costs speed
@@ -263,6 +269,10 @@ def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches:
     change the config hash, so runs made with them never mix with runs made without.
     """
     sweeps = sweeps or SWEEPS_DIR
+    key = _cache_key(profile, tables, sweeps, switches, cfg_options, config_dirs)
+    cached = _cache_load(key)  # a command after the first parses nothing
+    if cached is not None:
+        return cached
     prof = load_profile(profile, sweeps)
     tabs = prof.select(load_tables(tables, sweeps), named={t.strip() for t in tables.split(",")},
                        suite=set(available_tables(sweeps)))
@@ -276,7 +286,9 @@ def plan_tables(profile: str, tables: str, sweeps: Path | None = None, switches:
                                                                                             "--cfg-options")})
     if switches:
         tabs = [with_switches(t, parse_assignments(switches, "--set")) for t in tabs]
-    return prof, tabs, Planner(prof).plan(tabs)
+    plan = prof, tabs, Planner(prof).plan(tabs)
+    _cache_store(key, plan)
+    return plan
 
 
 def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:

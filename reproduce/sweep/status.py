@@ -24,6 +24,7 @@ from reproduce.tracking import Tracked
 from reproduce.backends import JobState, Phase, Result
 
 if TYPE_CHECKING:
+    from reproduce.node.fingerprint import Today
     from reproduce.sweep.plan import Run
 
 
@@ -207,31 +208,33 @@ def earlier(states: tuple[str, ...]) -> str:
     return ", ".join(s if n == 1 else f"{s} ({n} times)" for s, n in counts.items())
 
 
-def states_of(mlruns: dict[str, list], records: dict[str, Any], hashes: Iterable[str], data: str | None = None,
-              stale_libraries: bool = False) -> dict[str, RunState]:
-    """``classify`` of many runs: their MLflow runs and job records by config hash,
-    with one poll of each backend for all their jobs (``backends.poll``); ``data``:
-    today's fingerprint of the runs' annotations (``datasets.fingerprint_today``);
-    ``stale_libraries``: other library versions than this process's make a run stale."""
+def states_of(tracked: dict[str, Tracked], mlruns: dict[str, list], records: dict[str, Any],
+              today: "Today | None" = None, stale_libraries: bool = False) -> dict[str, RunState]:
+    """``classify`` of many runs, by config hash: what the store says of each (``tracked``, and
+    its MLflow runs, whose tags carry the leases), and their job records, with one poll of each
+    backend for all their jobs (``backends.poll``); ``today``: the fingerprints a run trained
+    now would record (``datasets.fingerprint_today``; None: read here, annotations unknown);
+    ``stale_libraries``: other library versions than this process's make a run stale. What
+    the node side knows (the leases) is read first, the jobs next, then each run is classified."""
     from reproduce import backends
-    from reproduce.node.fingerprint import code_fingerprint, library_versions
-    from reproduce.tracking import tracked
-    code, libraries = code_fingerprint(), library_versions()
+    if today is None:
+        from reproduce.node.fingerprint import today as fingerprints
+        today = fingerprints("", None)
+    code, data, libraries = today.code, today.data, today.libraries
     counted = libraries if stale_libraries else None
-    runs = {h: tracked(mlruns.get(h, [])) for h in hashes}
     # A finished run's job is not asked about, unless it is a rerun of that run, now stale: the
     # job that trained it may still be exiting, and is no rerun (it would read as one waiting).
-    asking = {h: records[h] for h, tr in runs.items() if records.get(h) is not None and (
+    asking = {h: records[h] for h, tr in tracked.items() if records.get(h) is not None and (
         tr.finished is None or (records[h].rerun_of == tr.finished_id and stale_because(tr, code, data, counted)))}
-    jobs = backends.poll(asking.values())  # one call per backend (one squeue and one sacct for SLURM)
     now = time.time()
     # a live job of another work dir (``run_lease``) training a run this work dir holds no job of
-    elsewhere = {h: live_holder(mlruns.get(h, []), None, now) for h, tr in runs.items()
+    elsewhere = {h: live_holder(mlruns.get(h, []), None, now) for h, tr in tracked.items()
                  if tr.finished is None and h not in asking}
+    jobs = backends.poll(asking.values())  # one call per backend (one squeue and one sacct for SLURM)
     return {h: classify(tr, jobs[asking[h]] if h in asking else None, code=code,
                         elsewhere=elsewhere.get(h), now=now, data=data, libraries=libraries,
                         stale_libraries=stale_libraries)
-            for h, tr in runs.items()}
+            for h, tr in tracked.items()}
 
 
 # ---- what is done about where runs stand -----------------------------------------------------------------

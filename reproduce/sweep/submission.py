@@ -36,9 +36,8 @@ class Submission:
                                                             # retrained (`run --rerun-stale`)
     stale_libraries: bool = False  # `--stale-libraries`: other library versions make a run stale
 
-    @property
-    def store(self) -> JobStore:
-        return JobStore.at(self.workdir)
+    def __post_init__(self) -> None:
+        self.store = JobStore.at(self.workdir)  # the work dir's job records
 
     @property
     def submitit_folder(self) -> Path:
@@ -79,9 +78,8 @@ class Submission:
     def submit(self, runs: list[Run], records: dict[str, JobRecord], resubmitted: bool = False
                ) -> dict[str, JobRecord]:
         """Submit ``runs`` and record their jobs, each after the run's earlier jobs."""
-        from reproduce.backends import for_cluster
         payloads = [self.payload(r, records.get(r.config_hash)) for r in runs]
-        jobs = for_cluster(self.cluster).submit(self.submitit_folder, payloads, self.profile.gpus,
+        jobs = self.cluster.backend.submit(self.submitit_folder, payloads, self.profile.gpus,
                                                 self.profile.processes)
         new = {h: records[h].then(job, resubmitted) if h in records else job for h, job in jobs.items()}
         self.store.save(self.profile.name, new)

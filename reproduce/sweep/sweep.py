@@ -16,6 +16,7 @@ from pathlib import Path
 from reproduce import tracking
 from reproduce.errors import UserError
 from reproduce.backends.records import JobRecord, JobStore
+from reproduce.node.fingerprint import Today
 from reproduce.sweep.plan import Planner, Run, plan_tables
 from reproduce.sweep.profiles import Profile
 from reproduce.sweep.spec import Row, Table
@@ -72,34 +73,31 @@ class Sweep:
 
     def uri(self, read_only: bool = True) -> str:
         """The tracking store's URI, resolved and checked once (``read_only``: status, report, logs)."""
-        key = "_uri_ro" if read_only else "_uri_rw"
-        if key not in self.__dict__:
-            self.__dict__[key] = tracking.check(tracking.resolve_uri(self.tracking_uri, default_dir=self.workdir),
-                                                read_only=read_only)
-        return self.__dict__[key]
+        return self.tracker(read_only).uri
 
     def tracker(self, read_only: bool = True) -> tracking.Tracker:
+        """The tracking store, opened and checked once (``tracking.open_store``)."""
         key = "_tracker_ro" if read_only else "_tracker_rw"
         if key not in self.__dict__:
-            self.__dict__[key] = tracking.Tracker(self.uri(read_only))
+            self.__dict__[key] = tracking.open_store(self.tracking_uri, self.workdir, read_only)
         return self.__dict__[key]
 
     @cached_property
-    def data(self) -> str | None:
-        """Today's fingerprint of the annotations the runs read (``node.fingerprint``)."""
+    def today(self) -> Today:
+        """Today's fingerprints of the code, the annotations the runs read and the libraries
+        (``node.fingerprint``): read once per command."""
         from reproduce.sweep.datasets import fingerprint_today
         return fingerprint_today(self.profile, self.workdir, self.runs)
 
     # --- where the runs stand ------------------------------------------------------------------
     def views(self, read_only: bool = True) -> dict[str, RunView]:
         """Every run by config hash: its job record, its MLflow runs and where it stands now."""
-        hashes = {r.config_hash for r in self.runs}
-        tracker = self.tracker(read_only)  # first: a store that cannot be reached leaves the work dir untouched
+        # the store first: one that cannot be reached leaves the work dir untouched
+        mlruns, tracked = self.tracker(read_only).read(self.profile.name, [r.config_hash for r in self.runs])
         records = self.jobs.records(self.profile.name)
-        mlruns = tracker.runs_by_hash(self.profile.name, hashes)
-        states = states_of(mlruns, records, hashes, self.data, self.stale_libraries)
-        return {r.config_hash: RunView(r, records.get(r.config_hash), tracking.tracked(mlruns.get(r.config_hash, [])),
-                                       states[r.config_hash]) for r in self.runs}
+        states = states_of(tracked, mlruns, records, self.today, self.stale_libraries)
+        return {r.config_hash: RunView(r, records.get(r.config_hash), tracked[r.config_hash], states[r.config_hash])
+                for r in self.runs}
 
     def rows(self) -> list[RowView]:
         """Every row of every table in order, each with its seeds' runs (a paper row that is

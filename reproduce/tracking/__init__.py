@@ -128,6 +128,12 @@ def check(uri: str | None = None, timeout: float = 10.0, read_only: bool = False
     return uri
 
 
+def open_store(given: str | None, default_dir: str | Path | None = None, read_only: bool = False) -> "Tracker":
+    """The store a command names (``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else a SQLite
+    file in ``default_dir``), resolved once and checked (``check``) before anything is done."""
+    return Tracker(check(resolve_uri(given, default_dir=default_dir), read_only=read_only))
+
+
 def _database_down(uri: str, timeout: float) -> str | None:
     """Why a database server's store (MySQL, MariaDB, PostgreSQL) takes no connection now, on
     one line; None when it does, or for any other store. One attempt, ``timeout`` seconds:
@@ -289,6 +295,12 @@ class Tracker:
         for run_id, status, tags, metrics in retry(lambda: self._sql.runs(exp, TAG_HASH, wanted)):
             out.setdefault(tags[TAG_HASH], []).append(TrackedRun(run_id, status, tags, metrics))
         return out
+
+    def read(self, profile: str, hashes: list[str]) -> tuple[dict[str, list[TrackedRun]], dict[str, "Tracked"]]:
+        """What the store says of each config: its MLflow runs (newest first) and, read from them,
+        its finished and latest run (``tracked``); one query for all."""
+        runs = self.runs_by_hash(profile, hashes)
+        return runs, {h: tracked(runs.get(h, [])) for h in hashes}
 
     def runs_of(self, profile: str, config_hash: str) -> list[TrackedRun]:
         return self.runs_by_hash(profile, {config_hash}).get(config_hash, [])

@@ -59,14 +59,13 @@ def _task_id() -> int:
 
 def cmd_check(args) -> int:
     from reproduce.sweep import datasets
-    from reproduce.backends import for_cluster
     from reproduce.backends.clusters import load_cluster
     from reproduce.sweep.sweep import Sweep
 
     sweep = Sweep.from_args(args)
     profile, tables, runs = sweep.profile, sweep.tables, sweep.runs
     cluster = load_cluster(args.cluster)
-    backend = for_cluster(cluster)
+    backend = cluster.backend
     backend.admit(profile, checks_only=True)
     workdir = sweep.workdir
     workdir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from reproduce.node.payload import row_text
-from reproduce.node.weights import prefetch, pretrained
+from reproduce.node.weights import prefetch
 from reproduce.sweep.plan import Run
 from reproduce.sweep.status import ACTIVE, State, decide, duration, to_resubmit
 from reproduce.sweep.sweep import RunView, Sweep
@@ -21,7 +21,6 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def cmd_run(args) -> int:
-    from reproduce.backends import for_cluster
     from reproduce.backends.clusters import load_cluster
     from reproduce.sweep import datasets
     from reproduce.sweep.submission import Submission
@@ -31,7 +30,8 @@ def cmd_run(args) -> int:
     cluster = load_cluster(args.cluster)
     workdir = sweep.workdir
     # refused on one line before anything is made or sent
-    gpu_ids = for_cluster(cluster).admit(profile, args.parallel, workdir=workdir)
+    gpu_ids = cluster.backend.admit(profile, args.parallel, workdir=workdir)
+    torch_home = cluster.torch_home(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     uri = sweep.uri(read_only=False)
     # Decide, submit and record under one lock: a second `reproduce run` sharing rows in this
@@ -49,16 +49,13 @@ def cmd_run(args) -> int:
             console.print(f"[yellow]{stale_left} finished run(s) were trained with older code or on other "
                           f"annotations{' or libraries' if args.stale_libraries else ''}[/]; "
                           "`reproduce run --rerun-stale` retrains them")
-        submission = Submission(profile, cluster, workdir, uri, data_root,
-                                cluster.torch_home(workdir), args.parallel, tuple(gpu_ids),
+        # Compute nodes may have no internet: every weight file the runs to submit
+        # name (``Run.weights``) is fetched here, now; the jobs read this cache and never download.
+        prefetch(sorted({name for run in plan.todo for name in run.weights}), torch_home)
+        submission = Submission(profile, cluster, workdir, uri, data_root, torch_home, args.parallel, tuple(gpu_ids),
                                 {r.config_hash: views[r.config_hash].state.finished_id for r in plan.stale},
                                 args.stale_libraries)
         submission.set_stale_aside(plan.stale)
-        # Compute nodes may have no internet: every weight file the runs to submit
-        # name is fetched here, now; the jobs read this cache and never download.
-        prefetch([name for run in plan.todo for name in pretrained(sweep.planner.resolve(run.config_name,
-                                                                                         run.options))],
-                 submission.torch_home)
         records = {h: v.job for h, v in views.items() if v.job is not None}
         for h, job in submission.submit(plan.todo, records).items():
             console.print(f"submitted {h} as {job.backend} job {job.job_id}")
