@@ -302,3 +302,40 @@ def test_the_readings_spec_trains_each_reading_beside_the_default_runs(capsys):
     assert ("readings/default", "table1/alpha-1/3") in rows and ("readings/v-q", "table1/v-q") in rows
     assert {("readings/bag-all",), ("readings/normalizer-image",), ("readings/v-q-1to1",)} <= rows
     assert out["total_runs"] == 18  # table1's 3 rows and 3 new readings, 3 seeds each
+
+
+def test_a_warm_plan_parses_nothing_and_sees_every_changed_input(tmp_path, monkeypatch):
+    """The plan cache is read before any YAML or config is parsed, keyed on the bytes of what a plan
+    is made of: a changed spec, a new spec in the folder, a changed profile each plan again."""
+    from conftest import make_sweeps
+
+    from reproduce.sweep import plan as planning
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sweeps = make_sweeps(tmp_path)
+    _, _, (run,) = planning.plan_tables("ci", "one", sweeps)
+
+    def parsed(*args, **kwargs):
+        raise AssertionError("a warm plan parsed the profile")
+    with monkeypatch.context() as m:
+        m.setattr(planning, "load_profile", parsed)
+        assert planning.plan_tables("ci", "one", sweeps)[2] == [run]
+    spec = sweeps / "one.yaml"
+    spec.write_text(spec.read_text().replace("{name: musu, label: MuSu}", "{name: musu, label: MuSu, seeds: 2}"))
+    assert len(planning.plan_tables("ci", "one", sweeps)[2]) == 2
+    (sweeps / "two.yaml").write_text(spec.read_text().replace("table: one", "table: two"))
+    assert {t.name for t in planning.plan_tables("ci", "all", sweeps)[1]} >= {"one", "two"}
+    profile = sweeps / "profiles" / "ci.yaml"
+    profile.write_text(profile.read_text() + "\n# an edit\n")
+    with monkeypatch.context() as m:
+        m.setattr(planning, "load_profile", parsed)
+        with pytest.raises(AssertionError, match="parsed the profile"):
+            planning.plan_tables("ci", "one", sweeps)
+
+
+def test_a_run_names_the_pretrained_weights_its_config_loads(capsys):
+    """`run` prefetches ``Run.weights`` (no second resolve of every config): the paper's R-50 rows name
+    ImageNet ResNet-50 (caffe style, as in mmdet's FCOS configs), the smoke profile's tiny model none."""
+    paper = plan_json(capsys, "table1", "--profile", "paper")
+    assert all(len(r["weights"]) == 1 and r["weights"][0].endswith("/resnet50_caffe") for r in paper["runs"]), \
+        {r["config"]: r["weights"] for r in paper["runs"]}
+    assert all(r["weights"] == [] for r in plan_json(capsys, "table1", "--profile", "smoke")["runs"])
