@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Starts (or stops) a real single-node SLURM with accounting on this machine,
-# for the integration tests and for trying `reproduce run --cluster local-slurm`:
+# Starts (or stops) a real SLURM with accounting on this machine, for the
+# integration tests and for trying `reproduce run --cluster local-slurm`:
 # munged, MariaDB, slurmdbd, slurmctld and slurmd from Debian's packages, all
 # state under $SLURM_SCRATCH (default /tmp/musu-slurm).
 #
-#   cluster/local-slurm.sh start    # idempotent; prints the env to source
+#   cluster/local-slurm.sh start              # one node, named after this host; idempotent
+#   cluster/local-slurm.sh start --nodes 3    # three nodes HOST-n1..n3, one slurmd each (own name,
+#                                             # port, spool folder, pid and log file), all on 127.0.0.1
 #   cluster/local-slurm.sh stop
 #   cluster/local-slurm.sh status
 #   cluster/local-slurm.sh start-db # MariaDB alone (the tests' MySQL stores), idempotent
 set -euo pipefail
 ACTION="${1:-start}"
+NODES=1
+if [ "${2:-}" = "--nodes" ]; then
+    NODES="${3:-}"
+    [[ "$NODES" =~ ^[1-9]$ ]] || { echo "[local-slurm] error: --nodes takes 1 to 9, got '${3:-}'" >&2; exit 2; }
+elif [ -n "${2:-}" ]; then
+    echo "[local-slurm] error: unknown option '$2' (start --nodes N)" >&2; exit 2
+fi
 SCRATCH="${SLURM_SCRATCH:-/tmp/musu-slurm}"
 CLUSTER_NAME="musu"
 HOST="$(hostname -s)"
@@ -26,9 +35,23 @@ daemon_pid() {  # daemon_pid NAME: prints the pid of our running NAME, or fails
     local f="$SCRATCH/$1.pid" pid
     [ -s "$f" ] || return 1
     pid="$(cat "$f")"
-    [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "$1" ] && echo "$pid"
+    [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "${1%%-*}" ] && echo "$pid"  # slurmd-NODE is a slurmd
 }
 running() { daemon_pid "$1" >/dev/null; }
+slurmd_pid_files() {  # one per slurmd this script started: slurmd.pid (one node) or slurmd-NODE.pid
+    ls "$SCRATCH"/slurmd.pid "$SCRATCH"/slurmd-*.pid 2>/dev/null || true
+}
+any_slurmd() {  # any slurmd of ours running
+    local f pid
+    for f in $(slurmd_pid_files); do
+        pid="$(cat "$f")"
+        [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = slurmd ] && return 0
+    done
+    return 1
+}
+node_names() {  # the nodes of this configuration
+    if [ "$NODES" = 1 ]; then echo "$HOST"; else for i in $(seq "$NODES"); do echo "$HOST-n$i"; done; fi
+}
 
 wait_for() {  # wait_for SECONDS CMD...
     local t="$1"; shift
@@ -64,6 +87,21 @@ start_mariadb() {
 
 write_configs() {
     mkdir -p "$CONF_DIR" "$SCRATCH"/{state,spool,log}
+    local name i=0
+    if [ "$NODES" = 1 ]; then
+        NODE_SUFFIX="" PARTITION_EXTRA=""
+        NODE_LINES="NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN"
+    else
+        # Several slurmd on one machine: each its own node name and port; %n is the node's name.
+        NODE_SUFFIX="-%n"
+        PARTITION_EXTRA=" LLN=YES"  # each job to the least loaded node: a table's array spreads over them
+        NODE_LINES=""
+        for name in $(node_names); do
+            i=$((i + 1))
+            NODE_LINES+="NodeName=$name NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((17000 + i)) CPUs=$CPUS RealMemory=$((MEM_MB / NODES)) State=UNKNOWN"$'\n'
+            mkdir -p "$SCRATCH/spool-$name"
+        done
+    fi
     cat > "$CONF_DIR/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 DbdHost=localhost
@@ -91,11 +129,11 @@ AuthInfo=cred_expire=10
 # every 2 s (1 s). A cluster of real size keeps the defaults.
 SchedulerParameters=sched_interval=2,bf_interval=1
 StateSaveLocation=$SCRATCH/state
-SlurmdSpoolDir=$SCRATCH/spool
+SlurmdSpoolDir=$SCRATCH/spool$NODE_SUFFIX
 SlurmctldPidFile=$SCRATCH/slurmctld.pid
-SlurmdPidFile=$SCRATCH/slurmd.pid
+SlurmdPidFile=$SCRATCH/slurmd$NODE_SUFFIX.pid
 SlurmctldLogFile=$SCRATCH/log/slurmctld.log
-SlurmdLogFile=$SCRATCH/log/slurmd.log
+SlurmdLogFile=$SCRATCH/log/slurmd$NODE_SUFFIX.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
@@ -116,13 +154,13 @@ InactiveLimit=0
 MpiDefault=none
 # Tiny, so that a table of three rows already goes as two arrays (tests/test_reproduce_run.py).
 MaxArraySize=2
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
-PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+$NODE_LINES
+PartitionName=debug Nodes=$(node_names | paste -sd, -) Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO$PARTITION_EXTRA
 CONF
     # Daemons started with an older configuration are restarted with this one.
     if ! cmp -s "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"; then
         mv "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"
-        if running slurmctld || running slurmd; then
+        if running slurmctld || any_slurmd; then
             log "configuration changed: restarting slurmctld and slurmd"
             stop
         fi
@@ -141,20 +179,31 @@ start() {
     sacctmgr -n list cluster format=cluster | grep -qw "$CLUSTER_NAME" || sacctmgr -i add cluster "$CLUSTER_NAME" >/dev/null
     running slurmctld || slurmctld
     wait_for 30 scontrol ping || { log "error: slurmctld did not start; see $SCRATCH/log/slurmctld.log"; exit 1; }
-    running slurmd || slurmd
-    wait_for 30 sh -c "sinfo -h -o %T | grep -Eq 'idle|mix|alloc'" || {
-        scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
-        wait_for 15 sh -c "sinfo -h -o %T | grep -Eq 'idle|mix|alloc'" || { log "error: node not idle; see $SCRATCH/log/slurmd.log"; exit 1; }
+    local name nodes ready
+    nodes="$(node_names | paste -sd, -)"
+    if [ "$NODES" = 1 ]; then
+        running slurmd || slurmd
+    else
+        for name in $(node_names); do running "slurmd-$name" || slurmd -N "$name"; done
+    fi
+    ready="sinfo -h -N -o %T | grep -Ecx 'idle|mixed|allocated|mix|alloc' | grep -qx $NODES"
+    wait_for 30 sh -c "$ready" || {
+        scontrol update nodename="$nodes" state=resume >/dev/null 2>&1 || true
+        wait_for 15 sh -c "$ready" || { log "error: not all of $nodes are idle; see $SCRATCH/log/slurmd*.log"; exit 1; }
     }
-    log "SLURM cluster '$CLUSTER_NAME' up: partition debug, node $HOST ($CPUS CPUs)"
+    log "SLURM cluster '$CLUSTER_NAME' up: partition debug, node(s) $nodes ($CPUS CPUs each)"
 }
 
 stop() {
-    local d pid
-    for d in slurmd slurmctld slurmdbd; do
+    local d f pid
+    for f in $(slurmd_pid_files); do
+        pid="$(cat "$f")"
+        [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = slurmd ] && kill "$pid" 2>/dev/null || true
+    done
+    for d in slurmctld slurmdbd; do
         pid="$(daemon_pid "$d")" && kill "$pid" 2>/dev/null || true
     done
-    for _ in $(seq 50); do running slurmd || running slurmctld || break; sleep 0.2; done
+    for _ in $(seq 50); do any_slurmd || running slurmctld || break; sleep 0.2; done
     log "stopped slurmd, slurmctld, slurmdbd (munged and MariaDB left running)"
 }
 
