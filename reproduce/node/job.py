@@ -21,11 +21,10 @@ from reproduce.node import preflight
 from reproduce import tracking
 from reproduce.metrics import coco_keys
 from reproduce.node.payload import DDP_LAUNCHER, Payload
-from reproduce.node.run_lease import Lease
+from reproduce.node.run_lease import Heartbeat, Lease, LeaseLost
 from reproduce.node.run_lock import HELD, RunLock
 from reproduce.paths import REPO
 
-BEAT_S = 60.0  # the longest a live job's claim goes without a heartbeat while it evaluates
 
 
 def git_commit() -> str:
@@ -77,26 +76,20 @@ def _mlflow_hook_cls():
                      lease: Lease | None = None) -> None:
             self.tracker, self.run_id, self.interval, self.lease = tracker, run_id, max(1, interval), lease
             self.last: tuple[float, int] | None = None  # (time, iteration) of the previous report
-            self.beaten = 0.0  # when the lease's heartbeat went out last
-
-        def _beat(self) -> dict[str, str]:
-            self.beaten = time.time()
-            return self.lease.beat() if self.lease is not None else {}
-
-        def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-            # a long evaluation logs no progress: the heartbeat still goes out every minute
-            if time.time() - self.beaten > BEAT_S:
-                self.tracker.tag(self.run_id, self._beat())
 
         def before_train(self, runner) -> None:
             self.last = (time.time(), runner.iter)
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+            if self.lease is not None and self.lease.lost is not None:  # the heartbeat found the lease taken
+                raise LeaseLost(f"another work dir's job ({self.lease.lost}) took this config while this job's "
+                                "heartbeat was stopped; this job stops training")
             it = runner.iter + 1
             if it % self.interval and it != runner.max_iters:
                 return
             now = time.time()
-            tags = {tracking.TAG_PROGRESS: f"{it}/{runner.max_iters}", **self._beat()}
+            tags = {tracking.TAG_PROGRESS: f"{it}/{runner.max_iters}",
+                    **(self.lease.claim_tags() if self.lease is not None else {})}
             # the rate over the last interval, and the last total loss, for `status`'s ETA
             if self.last is not None and it > self.last[1] and now > self.last[0]:
                 tags[tracking.TAG_RATE] = f"{(it - self.last[1]) / (now - self.last[0]):.4g}"
@@ -111,6 +104,21 @@ def _mlflow_hook_cls():
             self.tracker.log(self.run_id, metrics=metrics, tags=tags, step=it)
 
     return MLflowProgressHook
+
+
+def _note_requeue(signum: int, lease: Lease) -> None:
+    """Let the lease know when the backend's requeue signal comes, whoever handles it then
+    (``save_on_signal`` during training, submitit's own handler otherwise): a requeued job's
+    lease is left to it while it waits in the queue (``run_lease.REQUEUED_S``)."""
+    import signal
+    previous = signal.getsignal(signum)
+    if not callable(previous):
+        return
+
+    def on_signal(sig, frame):
+        lease.requeue_asked = True
+        previous(sig, frame)
+    signal.signal(signum, on_signal)
 
 
 def consistency_metrics(result) -> dict[str, float]:
@@ -267,9 +275,17 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
     # 1. A job SLURM requeues after it already finished (a requeue racing the job's last
     # seconds) must not train, or log, a second time; a rerun of a stale run
     # (`run --rerun-stale`) trains unless a run with today's code and data has finished.
-    done = tracking.finished_run(tracker.runs_of(payload.profile, payload.config_hash))
-    if done is not None and (not payload.rerun_of or not stale_because(
-            tracking.tracked([done]), code, data, libraries if payload.stale_libraries else None)):
+    def finished():
+        done = tracking.finished_run(tracker.runs_of(payload.profile, payload.config_hash))
+        if done is not None and (not payload.rerun_of or not stale_because(
+                tracking.tracked([done]), code, data, libraries if payload.stale_libraries else None)):
+            return done
+        return None
+    def finished_id() -> str | None:
+        done = finished()
+        return done.run_id if done is not None else None
+    done = finished()
+    if done is not None:
         print(f"[reproduce] {payload.config_hash} already finished (MLflow run {done.run_id}); nothing to train",
               flush=True)
         return dict(done.metrics)
@@ -292,21 +308,28 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
 
     def claim() -> bool:
         nonlocal run_id
-        holder = lease.look()  # before opening: an old run is not set RUNNING for a job that leaves
-        if holder is not None:
-            refused.append(holder.who)
-            return False
-        run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
-        who = lease.acquire(run_id)
+        # before opening: a job that leaves sets no old run RUNNING and makes no run
+        who = lease.acquire(done=finished_id)
         if who is not None:
             refused.append(who)
-        return who is None
+            return False
+        run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
+        lease.hold(run_id)
+        return True
 
     if not _rank0_decides(work_dir, rank, "lease", claim):
+        if lease.finished_meanwhile is not None:
+            print(f"[reproduce] {payload.config_hash} finished meanwhile (MLflow run {lease.finished_meanwhile}); "
+                  "nothing to train", flush=True)
+            done = finished() if rank == 0 else None
+            return dict(done.metrics) if done is not None else {}
         who = refused[0] if refused else "a job of another work dir"
         print(f"[reproduce] {payload.config_hash} is being trained by {who}, which logs to the same store; this "
               "job exits without training", flush=True)
         return {HELD: who}
+    if requeue_signal is not None:
+        _note_requeue(requeue_signal, lease)
+    heartbeat = Heartbeat(lease, run_id).__enter__()  # every phase below, evaluation and measurement too
     try:
         tracker.tag(run_id, {tracking.TAG_STATE: "running", tracking.TAG_CODE: code, tracking.TAG_DATA: data,
                              tracking.TAG_LIBS: libraries,
@@ -377,9 +400,13 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
         (work_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         for path in [work_dir / "metrics.json", *work_dir.glob("coco_eval*.json"), *([maps] if maps.exists() else [])]:
             tracker.log_artifact(run_id, path)
+        heartbeat.__exit__()
         tracker.end(run_id, "FINISHED", {tracking.TAG_STATE: "finished"})
+        lease.release()
         return metrics
     except BaseException as exc:
+        heartbeat.__exit__()
+        lease.release(requeued=lease.requeue_asked)
         tail = exception_chain(exc) + "\n" + "".join(traceback.format_exception(exc))[-2000:]
         # a requeue ends the job with sys.exit: an interruption, like a Ctrl-C or the backend's giving up
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, *interruptions))

@@ -385,6 +385,46 @@ class Tracker:
                 if is_transient(exc):
                     raise
 
+    # ---- names the store lets exist once (MLflow's model registry): the leases of ``node.run_lease`` ----
+    def names(self, prefix: str) -> dict[str, dict[str, str]]:
+        """Every registered model whose name starts with ``prefix``, with its tags."""
+        like = prefix.replace("'", "")  # the prefix is the suite's own; LIKE's _ may match more: filtered below
+        found = retry(lambda: self.client.search_registered_models(filter_string=f"name LIKE '{like}%'",
+                                                                   max_results=1000))
+        return {m.name: dict(m.tags) for m in found if m.name.startswith(prefix)}
+
+    def create_name(self, name: str, tags: dict[str, str]) -> bool:
+        """Make the registered model ``name`` with ``tags``: True when this call made it, False
+        when it existed. The store makes this atomic (a unique key): of any number of
+        callers at once, one gets True. A retried call whose first try went through is
+        told apart by the tags (``tags['token']``, unique to the caller)."""
+        from mlflow.exceptions import MlflowException
+        if not self.writes:
+            return False
+        try:
+            retry(lambda: self.client.create_registered_model(name, tags=tags))
+            return True
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        now = self.names(name).get(name, {})
+        return bool(tags.get("token")) and now.get("token") == tags["token"]
+
+    def tag_name(self, name: str, tags: dict[str, str]) -> None:
+        if self.writes:
+            for key, value in tags.items():
+                retry(lambda: self.client.set_registered_model_tag(name, key, value))
+
+    def delete_name(self, name: str) -> None:
+        """Delete a registered model, if it is there."""
+        if not self.writes:
+            return
+        try:
+            retry(lambda: self.client.delete_registered_model(name))
+        except Exception as exc:  # noqa: BLE001 - already gone
+            if is_transient(exc):
+                raise
+
     def delete_run(self, run_id: str | None) -> None:
         if self.writes and run_id is not None:
             retry(lambda: self.client.delete_run(run_id))
