@@ -67,6 +67,11 @@ class Sweep:
     def jobs(self) -> JobStore:
         return JobStore.at(self.workdir)
 
+    @property
+    def settled_runs_dir(self) -> Path:
+        """Where runs read through a tracking server that have settled are kept (``tracking.settled``)."""
+        return self.workdir / ".reproduce" / "settled-runs"
+
     @cached_property
     def planner(self) -> Planner:
         return Planner(self.profile)
@@ -93,7 +98,8 @@ class Sweep:
     def views(self, read_only: bool = True) -> dict[str, RunView]:
         """Every run by config hash: its job record, its MLflow runs and where it stands now."""
         # the store first: one that cannot be reached leaves the work dir untouched
-        mlruns, tracked = self.tracker(read_only).read(self.profile.name, [r.config_hash for r in self.runs])
+        mlruns, tracked = self.tracker(read_only).read(self.profile.name, [r.config_hash for r in self.runs],
+                                                       keep_in=self.settled_runs_dir)
         records = self.jobs.records(self.profile.name)
         states = states_of(tracked, mlruns, records, self.today, self.stale_libraries)
         return {r.config_hash: RunView(r, records.get(r.config_hash), tracked[r.config_hash], states[r.config_hash])

@@ -234,6 +234,8 @@ class Tracker:
                 self._sql = SqlRuns(self.uri)
         self.writes = rank == 0
         self._experiments: dict[str, str] = {}
+        self.last_read = ""  # through kept runs: "whole" or "since" (``tracking.settled``)
+        self._route: bool | None = None  # the server's lean read (``tracking.server_app``): None untried
 
     @property
     def client(self):
@@ -259,8 +261,11 @@ class Tracker:
         self._experiments[profile] = exp_id
         return exp_id
 
-    def runs_by_hash(self, profile: str, hashes: Iterable[str] | None = None) -> dict[str, list[TrackedRun]]:
-        """All runs of a profile, grouped by config hash (newest first): one paged query."""
+    def runs_by_hash(self, profile: str, hashes: Iterable[str] | None = None, keep_in: Path | None = None
+                     ) -> dict[str, list[TrackedRun]]:
+        """All runs of a profile, grouped by config hash (newest first). ``keep_in``: a folder (under
+        the work dir) where runs read through MLflow that have settled are kept, so that a server is
+        asked only about the others (``tracking.settled``); a SQL store is read directly instead."""
         wanted = set(hashes) if hashes is not None else None
         if self._sql is not None:
             from reproduce.tracking.sql import SchemaMismatch
@@ -269,19 +274,93 @@ class Tracker:
             except SchemaMismatch:
                 self._sql = None  # a schema this suite does not know: MLflow reads it
         exp = self.experiment(profile)
+        if wanted is not None and len(wanted) == 1:
+            # one config (a job's own): MLflow filters, instead of this reading the whole experiment
+            runs = self._search(exp, f"tags.`{TAG_HASH}` = '{next(iter(wanted))}'")
+        else:
+            def fetch(since_ms: int | None) -> tuple[list, list[str]]:
+                got = self._runs_by_route(exp, since_ms)
+                return got if got is not None else self._runs_by_search(exp, since_ms)
+            if keep_in is not None:
+                from reproduce.tracking.settled import SettledRuns, cache_file
+                kept = SettledRuns(cache_file(keep_in, self.uri, profile), self.uri, exp)
+                runs = kept.read(fetch, self._read_one)
+                self.last_read = kept.last_read
+            else:
+                runs = fetch(None)[0]
         out: dict[str, list[TrackedRun]] = {}
-        token = None
-        # one config (a job's own): MLflow filters, instead of this reading the whole experiment
-        query = f"tags.`{TAG_HASH}` = '{next(iter(wanted))}'" if wanted is not None and len(wanted) == 1 else ""
+        for run in runs:
+            h = run.tags.get(TAG_HASH)
+            if h and (wanted is None or h in wanted):
+                out.setdefault(h, []).append(TrackedRun(run.run_id, run.status, run.tags, run.metrics))
+        return out
+
+    def _runs_by_route(self, exp: str, since_ms: int | None) -> tuple[list, list[str]] | None:
+        """Through ``reproduce server``: its lean read of the runs (``tracking.server_app``), as a
+        ``settled.Fetch`` answers; None from a server without it (asked once per tracker)."""
+        if self._route is False or scheme(self.uri) not in ("http", "https"):
+            return None
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request
+
+        from reproduce.tracking.server_app import FORMAT, ROUTE
+        from reproduce.tracking.settled import Read
+        creds = get_default_host_creds(self.uri)
+        query = {"experiment_id": exp, "hash_tag": TAG_HASH, **({} if since_ms is None else {"since_ms": since_ms})}
+        resp = retry(lambda: http_request(creds, ROUTE, "GET", params=query))
+        if resp.status_code != 200:
+            if resp.status_code in (404, 405):
+                self._route = False  # a plain mlflow server: ask it no more
+            return None  # or an answer this cannot use now (501: a schema tracking.sql does not know)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}  # not JSON: a proxy's page, not this route
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            self._route = False
+            return None
+        return [Read(*row) for row in body["runs"]], list(body["deleted"])
+
+    def _runs_by_search(self, exp: str, since_ms: int | None) -> tuple[list, list[str]]:
+        """What ``settled.Fetch`` answers, through MLflow's ``search_runs`` (any store)."""
+        if since_ms is None:
+            return self._search(exp, ""), []
+        moving = self._search(exp, "attributes.status != 'FINISHED'")
+        ended = self._search(exp, f"attributes.status = 'FINISHED' AND attributes.end_time >= {since_ms}")
+        once = {r.run_id: r for r in moving}
+        once.update((r.run_id, r) for r in ended)  # ended between the two queries: FINISHED wins
+        return list(once.values()), [r.run_id for r in self._search(exp, "", deleted_only=True)]
+
+    def _read_one(self, run_id: str):
+        """One run by id as a ``settled.Read``; None when it is deleted or gone."""
+        from mlflow.exceptions import MlflowException
+
+        from reproduce.tracking.settled import Read
+        try:
+            r = retry(lambda: self.client.get_run(run_id))
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        if r.info.lifecycle_stage != "active":
+            return None
+        return Read(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time or 0)
+
+    def _search(self, exp: str, query: str, deleted_only: bool = False) -> list:
+        """The experiment's runs MLflow returns for ``query``, newest first, as ``settled.Read``s."""
+        from mlflow.entities import ViewType
+
+        from reproduce.tracking.settled import Read
+        view = ViewType.DELETED_ONLY if deleted_only else ViewType.ACTIVE_ONLY
+        out, token = [], None
         while True:
             # MLflow's largest page: each page re-sorts the experiment's runs (10,000 runs: 3.9 s in
             # pages of 1,000, 3.4 s in one)
-            page = retry(lambda: self.client.search_runs([exp], filter_string=query, max_results=SEARCH_PAGE,
-                                                         page_token=token, order_by=["attributes.start_time DESC"]))
-            for run in page:
-                h = run.data.tags.get(TAG_HASH)
-                if h and (wanted is None or h in wanted):
-                    out.setdefault(h, []).append(TrackedRun.of(run))
+            page = retry(lambda: self.client.search_runs([exp], filter_string=query, run_view_type=view,
+                                                         max_results=SEARCH_PAGE, page_token=token,
+                                                         order_by=["attributes.start_time DESC"]))
+            out.extend(Read(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time or 0)
+                       for r in page)
             token = page.token
             if not token:
                 return out
@@ -292,14 +371,15 @@ class Tracker:
             return {}  # nothing logged yet: reading makes no experiment
         self._experiments[profile] = exp
         out: dict[str, list[TrackedRun]] = {}
-        for run_id, status, tags, metrics in retry(lambda: self._sql.runs(exp, TAG_HASH, wanted)):
+        for run_id, status, tags, metrics, _ in retry(lambda: self._sql.runs(exp, TAG_HASH, wanted)):
             out.setdefault(tags[TAG_HASH], []).append(TrackedRun(run_id, status, tags, metrics))
         return out
 
-    def read(self, profile: str, hashes: list[str]) -> tuple[dict[str, list[TrackedRun]], dict[str, "Tracked"]]:
+    def read(self, profile: str, hashes: list[str], keep_in: Path | None = None
+             ) -> tuple[dict[str, list[TrackedRun]], dict[str, "Tracked"]]:
         """What the store says of each config: its MLflow runs (newest first) and, read from them,
-        its finished and latest run (``tracked``); one query for all."""
-        runs = self.runs_by_hash(profile, hashes)
+        its finished and latest run (``tracked``); one query for all (``keep_in``: see ``runs_by_hash``)."""
+        runs = self.runs_by_hash(profile, hashes, keep_in)
         return runs, {h: tracked(runs.get(h, [])) for h in hashes}
 
     def runs_of(self, profile: str, config_hash: str) -> list[TrackedRun]:

@@ -83,6 +83,12 @@ def start(workdir: Path, backend_store_uri: str, artifacts: Path, host: str, por
     # The store's URI (it may hold a password) goes by environment, not on the command line `ps` shows.
     cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server", "--artifacts-destination", str(artifacts),
            "--serve-artifacts", "--host", host, "--port", str(port), "--workers", "2"]
+    if _app_installed():
+        cmd += ["--app-name", "musu"]  # MLflow's app and the suite's lean read of runs (tracking.server_app)
+    else:
+        print("reproduce server: the suite is not installed in this Python (pip install -e . registers its "
+              "server app), so the server answers without its lean read; status and report through it read "
+              "every run's params and take longer", file=sys.stderr)
     env = {**mlflow_server_env(), "MLFLOW_BACKEND_STORE_URI": secret(backend_store_uri)}
     log = open(folder / "server.log", "ab")
     # A session of its own: a Ctrl-C in the terminal that started it does not stop it.
@@ -104,6 +110,12 @@ def start(workdir: Path, backend_store_uri: str, artifacts: Path, host: str, por
                             hint=f"see {folder / 'server.log'}")
         time.sleep(0.5)
     return uri
+
+
+def _app_installed() -> bool:
+    """Whether ``mlflow server --app-name musu`` finds the suite's app (an entry point of its install)."""
+    from importlib.metadata import entry_points
+    return any(ep.name == "musu" for ep in entry_points(group="mlflow.app"))
 
 
 def stop(workdir: Path, wait_s: float = 30.0) -> bool:

@@ -58,13 +58,17 @@ class SqlRuns:
                            name=name)
         return str(rows[0][0]) if rows else None
 
-    def runs(self, experiment_id: str, hash_tag: str, wanted: Iterable[str] | None = None
-             ) -> list[tuple[str, str, dict[str, str], dict[str, float]]]:
-        """``(run_id, status, tags, metrics)`` of the experiment's active runs that carry
-        ``hash_tag`` (one of ``wanted``, when given), newest first."""
+    def runs(self, experiment_id: str, hash_tag: str, wanted: Iterable[str] | None = None,
+             since_ms: int | None = None) -> list[tuple[str, str, dict[str, str], dict[str, float], int]]:
+        """``(run_id, status, tags, metrics, start_time)`` of the experiment's active runs that
+        carry ``hash_tag`` (one of ``wanted``, when given), newest first; ``since_ms``: only those
+        not FINISHED or FINISHED at or after it (``tracking.settled`` keeps the others)."""
         wanted = set(wanted) if wanted is not None else None
         scope = "r.experiment_id = :exp AND r.lifecycle_stage = 'active'"
         params: dict = {"exp": int(experiment_id)}
+        if since_ms is not None:
+            scope += " AND (r.status <> 'FINISHED' OR r.end_time IS NULL OR r.end_time >= :since)"
+            params["since"] = int(since_ms)
         if wanted is not None and len(wanted) == 1:  # one config (a job's own): the database filters
             # Every column named ``key`` is qualified: KEY is a reserved word in MySQL and MariaDB,
             # where a bare ``key = ...`` is a syntax error (a qualified name may be any identifier).
@@ -72,7 +76,7 @@ class SqlRuns:
             params.update(hkey=hash_tag, hval=next(iter(wanted)))
         # Three reads, no shared snapshot: the status is read first, so a run ending between the
         # reads shows RUNNING with its last metrics, never FINISHED without the AP logged before.
-        order = self._query(f"SELECT r.run_uuid, r.status FROM runs r WHERE {scope} "
+        order = self._query(f"SELECT r.run_uuid, r.status, r.start_time FROM runs r WHERE {scope} "
                             "ORDER BY r.start_time DESC, r.run_uuid", **params)
         tags: dict[str, dict[str, str]] = defaultdict(dict)
         for run_id, key, value in self._query(
@@ -85,11 +89,16 @@ class SqlRuns:
                 f"JOIN runs r ON r.run_uuid = m.run_uuid WHERE {scope}", **params):
             metrics[run_id][key] = float("nan") if is_nan else float(value)
         out = []
-        for run_id, status in order:
+        for run_id, status, start in order:
             h = tags[run_id].get(hash_tag)
             if h and (wanted is None or h in wanted):
-                out.append((run_id, status, tags[run_id], metrics[run_id]))
+                out.append((run_id, status, tags[run_id], metrics[run_id], int(start or 0)))
         return out
+
+    def deleted(self, experiment_id: str) -> list[str]:
+        """The ids of the experiment's deleted runs (not yet purged)."""
+        return [r[0] for r in self._query("SELECT run_uuid FROM runs WHERE experiment_id = :exp "
+                                          "AND lifecycle_stage = 'deleted'", exp=int(experiment_id))]
 
     def _query(self, sql: str, **params) -> list[tuple]:
         sa = self._sa
