@@ -95,6 +95,27 @@ def test_a_run_ended_on_a_host_whose_clock_is_behind_is_still_seen_finished(tmp_
     assert how == "since" and got == _whole(uri) and got["c"][0][1] == "FINISHED"
     c.client.delete_run(ids["b"])  # and one that vanished because it was deleted (and purged) is not asked back
     assert _kept(uri, folder) == (_whole(uri), "since")
+    c.client.delete_run(ids["c"])  # deleted, read, then restored: ended long ago, so asked for by id
+    assert _kept(uri, folder) == (_whole(uri), "since")
+    c.client.restore_run(ids["c"])
+    got, how = _kept(uri, folder)
+    assert how == "since" and got == _whole(uri) and got["c"][0][1] == "FINISHED"
+
+
+def test_another_database_behind_the_same_uri_is_another_store(tmp_path):
+    """A server restarted over another database hands out the same experiment id: the kept runs
+    are keyed by the experiment's creation time too, so those of the first never show."""
+    uri, ids = _store(tmp_path)
+    t = _tracker(uri)
+    exp = t.experiment(PROFILE)
+    created = t.client.get_experiment(exp).creation_time
+    assert t._identity[PROFILE] == f"{exp}@{created}"
+    path = tmp_path / "kept.json"
+    first = settled.SettledRuns(path, uri, f"{exp}@{created}")
+    first.read(lambda since: ([settled.Read("r" * 32, "FINISHED", {}, {"AP": 1.0}, 1)], []), lambda i: None)
+    other = settled.SettledRuns(path, uri, f"{exp}@{created + 1}")  # same id, another experiment
+    got = other.read(lambda since: ([], []), lambda i: None)
+    assert other.last_read == "whole" and got == []
 
 
 def test_a_kept_file_of_another_store_or_age_or_shape_is_never_believed(tmp_path):

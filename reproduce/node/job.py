@@ -117,7 +117,13 @@ def _note_requeue(signum: int, lease: Lease) -> None:
 
     def on_signal(sig, frame):
         lease.requeue_asked = True
-        previous(sig, frame)
+        try:
+            previous(sig, frame)
+        except BaseException as exc:
+            # submitit refusing to requeue (too many requeues): the job will not wait in the queue
+            if type(exc).__name__ == "UncompletedJobError":
+                lease.requeue_asked = False
+            raise
     signal.signal(signum, on_signal)
 
 
@@ -313,8 +319,12 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
         if who is not None:
             refused.append(who)
             return False
-        run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
-        lease.hold(run_id)
+        try:
+            run_id = tracker.open_run(payload.profile, payload.config_hash, _run_tags(payload), payload.run_name)
+            lease.hold(run_id)
+        except BaseException:
+            lease.release()  # a generation taken and never trained under blocks nobody for FRESH_S
+            raise
         return True
 
     if not _rank0_decides(work_dir, rank, "lease", claim):
@@ -401,6 +411,9 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
         for path in [work_dir / "metrics.json", *work_dir.glob("coco_eval*.json"), *([maps] if maps.exists() else [])]:
             tracker.log_artifact(run_id, path)
         heartbeat.__exit__()
+        if lease.lost is not None:  # deposed during evaluation: the run is the new holder's, not ended here
+            raise LeaseLost(f"another work dir's job ({lease.lost}) may hold this config now: this job's "
+                            "lease was lost during evaluation, so it ends nothing")
         tracker.end(run_id, "FINISHED", {tracking.TAG_STATE: "finished"})
         lease.release()
         return metrics
@@ -412,6 +425,8 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit, *interruptions))
         # The storage failed, not the run: `status` reads it killed and `run` resubmits it.
         state = "storage" if isinstance(exc, CheckpointIOError) else "interrupted" if interrupted else "failed"
+        if isinstance(exc, LeaseLost) or lease.lost is not None:
+            raise  # the run is the new holder's now: this job ends nothing of it
         try:
             tracker.end(run_id, "KILLED" if interrupted else "FAILED",
                         {tracking.TAG_ERROR: tail, tracking.TAG_STATE: state})

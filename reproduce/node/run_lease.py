@@ -227,6 +227,8 @@ class Heartbeat:
             self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        # A store that cannot be reached is waited for (training goes on, as without a lease): a
+        # job stops only on seeing a newer generation, never for a silence it cannot interpret.
         while not self._stop.wait(self.every_s):
             try:
                 self.lease.tracker.tag(self.run_id, self.lease.beat())

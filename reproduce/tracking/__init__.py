@@ -234,6 +234,7 @@ class Tracker:
                 self._sql = SqlRuns(self.uri)
         self.writes = rank == 0
         self._experiments: dict[str, str] = {}
+        self._identity: dict[str, str] = {}
         self.last_read = ""  # through kept runs: "whole" or "since" (``tracking.settled``)
         self._route: bool | None = None  # the server's lean read (``tracking.server_app``): None untried
 
@@ -258,6 +259,9 @@ class Tracker:
                 exp_id = retry(lambda: self.client.get_experiment_by_name(name)).experiment_id
         else:
             exp_id = exp.experiment_id
+            # with its id, what tells this experiment from another given the same id (a server
+            # restarted on another database): the key of the runs kept under the work dir
+            self._identity[profile] = f"{exp_id}@{exp.creation_time}"
         self._experiments[profile] = exp_id
         return exp_id
 
@@ -283,7 +287,7 @@ class Tracker:
                 return got if got is not None else self._runs_by_search(exp, since_ms)
             if keep_in is not None:
                 from reproduce.tracking.settled import SettledRuns, cache_file
-                kept = SettledRuns(cache_file(keep_in, self.uri, profile), self.uri, exp)
+                kept = SettledRuns(cache_file(keep_in, self.uri, profile), self.uri, self._identity.get(profile, exp))
                 runs = kept.read(fetch, self._read_one)
                 self.last_read = kept.last_read
             else:

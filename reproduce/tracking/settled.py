@@ -20,7 +20,9 @@ made and ended between two reads. A run moved back from FINISHED (reopened by
 hand) comes back among the moving ones and replaces what was kept. What this cannot see (a run purged by
 ``mlflow gc`` before any read saw it deleted, a finished run's tags edited by
 hand) is caught by a whole read every ``FULL_EVERY_S``; a file of another store,
-experiment or format, or one that cannot be parsed, is ignored and rewritten
+experiment or format, or one that cannot be parsed, is ignored (an experiment is known by its id and
+creation time, so a server restarted over another database with the same ids
+is another store) and rewritten
 from a whole read. The file is replaced atomically, so two commands reading at
 once each leave a whole one.
 """
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-FORMAT = 2
+FORMAT = 3
 SKEW_S = 900.0             # host clocks agree within minutes (as the lease assumes)
 FULL_EVERY_S = 6 * 3600.0  # a whole read at least this often
 
@@ -77,15 +79,18 @@ class SettledRuns:
         if kept is None:
             runs, _ = fetch(None)
             self._save(started, started, {r.run_id: r for r in runs if r.status == "FINISHED"},
-                       [r.run_id for r in runs if r.status != "FINISHED"])
+                       [r.run_id for r in runs if r.status != "FINISHED"], [])
             self.last_read = "whole"
             return runs
-        settled, full_at, read_at, moving_before = kept
+        settled, full_at, read_at, moving_before, deleted_before = kept
         runs, deleted = fetch(int((read_at - SKEW_S) * 1000))
         for run_id in deleted:
             settled.pop(run_id, None)
         seen = {r.run_id for r in runs}.union(deleted)
-        runs = [*runs, *(r for r in map(get, sorted(set(moving_before) - seen)) if r is not None)]
+        # seen moving and gone from sight, or deleted and no longer: ended on a host whose clock is
+        # behind, or restored (a purged one reads None)
+        again = (set(moving_before) | set(deleted_before)) - seen
+        runs = [*runs, *(r for r in map(get, sorted(again)) if r is not None)]
         moving = []
         for run in runs:
             settled.pop(run.run_id, None)  # what was kept of it (a run reopened by hand) is old
@@ -93,12 +98,12 @@ class SettledRuns:
                 settled[run.run_id] = run
             else:
                 moving.append(run)
-        self._save(full_at, started, settled, [r.run_id for r in moving])
+        self._save(full_at, started, settled, [r.run_id for r in moving], deleted)
         self.last_read = "since"
         return sorted([*settled.values(), *moving], key=lambda r: (-(r.start_time or 0), r.run_id))
 
     # ---- the file --------------------------------------------------------------------------------------
-    def _load(self, now: float) -> tuple[dict[str, Read], float, float, list[str]] | None:
+    def _load(self, now: float) -> tuple[dict[str, Read], float, float, list[str], list[str]] | None:
         try:
             data = json.loads(self.path.read_text())
             if (data["format"], data["uri"], data["experiment"]) != (FORMAT, self.uri, self.experiment_id):
@@ -109,13 +114,15 @@ class SettledRuns:
             runs = {r[0]: Read(r[0], "FINISHED", dict(r[1]), {k: float(v) for k, v in r[2].items()}, int(r[3]))
                     for r in data["runs"]}
             moving = [str(i) for i in data["moving"]]
+            deleted = [str(i) for i in data["deleted"]]
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None  # none yet, or not one this version wrote whole: read everything again
-        return runs, full_at, read_at, moving
+        return runs, full_at, read_at, moving, deleted
 
-    def _save(self, full_at: float, read_at: float, settled: dict[str, Read], moving: list[str]) -> None:
+    def _save(self, full_at: float, read_at: float, settled: dict[str, Read], moving: list[str],
+              deleted: list[str]) -> None:
         data = {"format": FORMAT, "uri": self.uri, "experiment": self.experiment_id, "full_at": full_at,
-                "read_at": read_at, "moving": moving,
+                "read_at": read_at, "moving": moving, "deleted": list(deleted),
                 "runs": [[r.run_id, r.tags, r.metrics, r.start_time] for r in settled.values()]}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
