@@ -56,14 +56,31 @@ if [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then NVCC="$CUDA_HOM
 elif command -v nvcc >/dev/null; then NVCC="$(command -v nvcc)"; fi
 [ "$MODE" != cuda ] || [ -n "$NVCC" ] || die "--cuda: no CUDA toolkit found (nvcc not on PATH, CUDA_HOME unset); load your cluster's CUDA module or set CUDA_HOME, or drop --cuda for CPU ops"
 
-want="$(cat pyproject.toml scripts/bootstrap.sh scripts/mmcv_subset.py scripts/system-packages.txt | sha256sum | cut -d' ' -f1)"
-want="$want $MODE $SYSTEM $ALLOPS ${MUSU_MMCV_OPS:-} ${NVCC:-nonvcc} ${TORCH_CUDA_ARCH_LIST:-} ${MUSU_TORCH:-}"
-if [ "$PRINT_KEY" = 0 ] && [ "${BOOTSTRAP_FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+# Two stamps, so that the test command (--system) and the main job (without it) each find the
+# other's work done: the Python environment's, and the Debian packages' (a superset need, not a
+# different environment). Before, one stamp keyed by --system made every switch between
+# scripts/test and scripts/reproduce re-check the whole environment (about 20 s).
+want="$(cat pyproject.toml scripts/bootstrap.sh scripts/mmcv_subset.py | sha256sum | cut -d' ' -f1)"
+want="$want $MODE $ALLOPS ${MUSU_MMCV_OPS:-} ${NVCC:-nonvcc} ${TORCH_CUDA_ARCH_LIST:-} ${MUSU_TORCH:-}"
+SYSSTAMP="$VENV/.system-stamp"
+want_sys="$(cat scripts/system-packages.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)"
+done_env() { [ "${BOOTSTRAP_FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; }
+done_sys() { [ "$SYSTEM" = 0 ] || { [ "${BOOTSTRAP_FORCE:-0}" != 1 ] && [ -f "$SYSSTAMP" ] && [ "$(cat "$SYSSTAMP")" = "$want_sys" ]; }; }
+if [ "$PRINT_KEY" = 0 ] && done_env && done_sys; then
     exit 0
+fi
+# One bootstrap at a time per checkout: two commands started together (two terminals, two test
+# workers) would otherwise both pip-install into .venv/. The second waits, then finds the work done.
+if [ "$PRINT_KEY" = 0 ] && command -v flock >/dev/null; then
+    mkdir -p "$VENV"
+    exec 9>"$VENV/.bootstrap-lock"
+    flock 9
+    if done_env && done_sys; then exit 0; fi
 fi
 
 # --- Debian packages: only for the tests (--system) ----------------------------------------------
-if [ "$SYSTEM" = 1 ]; then
+if [ "$SYSTEM" = 1 ] && ! done_sys; then
+    sys_ok=1
     missing=()
     while read -r pkg; do
         [ -z "$pkg" ] || [ "${pkg#\#}" != "$pkg" ] && continue
@@ -74,6 +91,7 @@ if [ "$SYSTEM" = 1 ]; then
         [ "$(id -u)" = 0 ] || { sudo -n true 2>/dev/null && SUDO="sudo"; } || SUDO="none"
         if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null; then
             echo "[bootstrap] skipped Debian packages ${missing[*]}: not root (or no apt-get); the tests that need the local SLURM cluster, pdflatex or Chromium are skipped" >&2
+            sys_ok=0
         else
             say "installing Debian packages for the tests: ${missing[*]}"
             export DEBIAN_FRONTEND=noninteractive
@@ -81,7 +99,10 @@ if [ "$SYSTEM" = 1 ]; then
             $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         fi
     fi
+    # (skipped packages are not stamped: a later run as root installs them)
+    [ "$sys_ok" = 0 ] || { mkdir -p "$VENV"; echo "$want_sys" > "$SYSSTAMP"; }
 fi
+[ "$PRINT_KEY" = 1 ] || ! done_env || exit 0
 
 # --- Python environment -------------------------------------------------------------------------
 [ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PY" -m venv "$VENV"; }
