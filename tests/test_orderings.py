@@ -7,15 +7,31 @@ from reproduce.report import orderings as od
 from reproduce.cli import main
 
 
-def test_welch_decides_each_direction_and_says_when_it_cannot():
-    # t = 5 / sqrt(1/3 + 1/3) = 6.12 on 4 degrees of freedom: one-sided p = 0.0018
-    verdict, p = od.judge([10.0, 11.0, 12.0], [5.0, 6.0, 7.0])
-    assert verdict == od.HOLDS and p == pytest.approx(0.0018, abs=2e-4)
-    assert od.judge([5.0, 6.0, 7.0], [10.0, 11.0, 12.0])[0] == od.FAILS
-    verdict, p = od.judge([10.0, 11.0, 12.0], [10.5, 11.0, 11.6])
-    assert verdict == od.NOISE and p > 0.4
-    assert od.judge([10.0], [5.0, 6.0]) == (od.UNMEASURED, None)  # no spread on one side
-    assert od.judge([2.0, 2.0], [1.0, 1.0])[0] == od.HOLDS       # no spread at all, yet apart
+def test_welch_gives_the_effect_its_interval_and_a_two_sided_p():
+    from scipy.stats import ttest_ind
+    # t = 5 / sqrt(1/3 + 1/3) = 6.12 on 4 degrees of freedom: two-sided p = 0.0036,
+    # 95% interval 5 -+ 2.776 * 0.8165
+    t = od.welch([10.0, 11.0, 12.0], [5.0, 6.0, 7.0])
+    assert t.difference == 5.0 and t.p == pytest.approx(0.0036, abs=2e-4)
+    assert (t.low, t.high) == (pytest.approx(2.733, abs=1e-3), pytest.approx(7.267, abs=1e-3))
+    # unequal spreads and sizes: scipy's Welch test agrees, interval included
+    a, b = [1.0, 2.5, 2.0, 4.0], [0.5, 0.7, 0.6]
+    ours, theirs = od.welch(a, b), ttest_ind(a, b, equal_var=False)
+    assert ours.p == pytest.approx(theirs.pvalue)
+    assert (ours.low, ours.high) == pytest.approx(tuple(theirs.confidence_interval(0.95)))
+    assert od.welch([10.0], [5.0, 6.0]) is None                  # no spread on one side
+    assert od.welch([2.0, 2.0], [1.0, 1.0]) == od.Welch(1.0, 1.0, 1.0, 0.0)  # no spread at all, yet apart
+
+
+def test_holm_corrects_the_page_and_decides_each_direction():
+    assert od.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert od.holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert od.holm([]) == []
+    up, down = od.welch([10.0, 11.0, 12.0], [5.0, 6.0, 7.0]), od.welch([5.0, 6.0, 7.0], [10.0, 11.0, 12.0])
+    assert od.decide(up, up.p) == od.HOLDS and od.decide(down, down.p) == od.FAILS
+    # significant alone, not once ten orderings share the page
+    assert od.decide(up, od.holm([up.p] + [0.5] * 9)[0]) == od.HOLDS
+    assert od.decide(up, od.holm([up.p * 5] + [0.5] * 9)[0]) == od.NOISE
 
 
 def test_every_ordering_names_rows_and_a_column_of_the_suite():
@@ -71,18 +87,40 @@ def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
     assert main(["report", "all", *common, "--format", "orderings", "-o", str(out)]) == 0
     doc = (out / "orderings.md").read_text()
     lines = {line.split(" | ")[0].lstrip("| "): line for line in doc.splitlines() if line.startswith("| ")}
-    assert "**holds**" in lines["MuSu is more accurate than FCOS"]
-    assert "`table1/alpha-1/3`: 11.0 ± 1.0 (3/3) | `table1/fcos`: 6.0 ± 1.0 (3/3)" in lines["MuSu is more accurate than FCOS"]
-    assert "+5.0" in lines["MuSu is more accurate than FCOS"]
+    musu = lines["MuSu is more accurate than FCOS"]
+    assert "**holds**" in musu
+    assert "`table1/alpha-1/3`: 11.0 ± 1.0 (3/3) | `table1/fcos`: 6.0 ± 1.0 (3/3)" in musu
+    assert "+5.0 [+2.7, +7.3] | 0.004 | 0.011 |" in musu  # two-sided p, then Holm over the 4 measured
     assert "**does not hold**" in lines["the mutual criteria (Eq. 3) beat v = q (both heads weighted by IoU alone)"]
+    assert "**does not hold**" in lines["FCOS beats v = q (IoU alone for both heads is worse than no mutual scheme at all)"]
     assert "**within noise**" in lines["soft targets (Eq. 4) beat hard ones"]
     consistency = lines["MuSu's heads are more consistent than FCOS's (confidence ranks an object's anchors as their IoU does)"]
-    assert "**not measured** (fewer than two finished seeds on a side)" in consistency
+    assert "**not measured** (table1/fcos has 1 finished seed of 3 (two are needed for a spread))" in consistency
     assert "`table1/fcos`: 0.300 (1/3)" in consistency
-    assert "1 holds, 1 does not hold, 1 within noise, 3 not measured." in doc
+    # every ordering of the paper is on the page; those the profile does not train say so
+    assert "**not measured** (profile signal does not train table1/alpha-0 (its `rows:`))" in lines[
+        "the regulariser matters (alpha = 1/3 beats alpha = 0)"]
+    assert "profile signal does not train table5/alpha-1/3-A3" in lines["with alpha = 1/3, three anchors a location beat one"]
+    assert "Holm's method over the\n4 orderings measured on this page" in doc
+    total = len(od.orderings())
+    assert f"1 holds, 2 does not hold, 1 within noise, {total - 4} not measured." in doc
     # the paper alone has no seeds to judge
     assert main(["report", "all", *common, "--format", "orderings", "--paper"]) == 2
     assert "drop --paper" in capsys.readouterr().err
     # a table whose rows no ordering names
-    assert main(["report", "table7", "--profile", "smoke", "--workdir", str(tmp_path), "--format", "orderings"]) == 2
+    mine = tmp_path / "my_grid.yaml"
+    mine.write_text("table: my_grid\ntitle: t\ncolumns: [AP]\ndefaults: {method: musu, backbone: r50, schedule: 1x}\n"
+                    "rows:\n  - {name: a, label: a}\n")
+    assert main(["report", str(mine), "--profile", "smoke", "--workdir", str(tmp_path), "--format", "orderings"]) == 2
     assert "none of the paper's orderings" in capsys.readouterr().err
+
+
+def test_a_profile_training_every_row_says_which_tables_the_report_left_out(tmp_path, capsys):
+    """Without `rows:` every row is trained; an ordering of a table not reported says so."""
+    assert main(["report", "soft_hard", "--profile", "smoke", "--workdir", str(tmp_path), "--format", "orderings",
+                 "-o", str(tmp_path / "out")]) == 0
+    doc = (tmp_path / "out" / "orderings.md").read_text()
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in doc.splitlines() if line.startswith("| ")}
+    assert "**not measured** (table1 is not in this report)" in lines["MuSu is more accurate than FCOS"]
+    assert "**not measured** (soft_hard/soft has 0 finished seeds of 1" in lines["soft targets (Eq. 4) beat hard ones"]
+    assert f"{len(od.orderings())} not measured." in doc

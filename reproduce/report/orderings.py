@@ -1,19 +1,29 @@
-"""Does an ordering the paper reports hold at this scale? Welch's t-test over seeds.
+"""Does an ordering the paper reports hold at this scale? Welch's t-test over seeds, Holm-corrected.
 
 A small-scale profile cannot match the paper's COCO numbers, but it can say
 whether the paper's *orderings* (MuSu above FCOS, soft above hard, ...) show
-up beyond seed spread. ``sweeps/vocabulary/orderings.yaml`` lists them as data;
-each is judged from the seeds of its two rows, as ``report.gather`` found
-them, with one rule written down once (``judge``):
+up beyond seed spread. ``sweeps/vocabulary/orderings.yaml`` lists every one
+the paper reports as data; each is judged from the seeds of its two rows, as
+``report.gather`` found them, with one rule written down once:
 
-- **holds**: the higher row's mean exceeds the lower's, and Welch's one-sided
-  t-test in the paper's direction gives p < ``ALPHA``;
-- **does not hold**: the same test in the opposite direction gives p < ``ALPHA``;
-- **within noise**: neither (including equal means);
-- **not measured**: a row with fewer than two finished seeds (no spread to
-  judge against), or a table without the metric's column.
+- each measured ordering gets Welch's two-sided t-test over the two rows'
+  seeds (``welch``): the difference of the means, its 95% confidence interval
+  and p;
+- the p-values of the orderings one report measures are corrected together
+  by Holm's step-down method (``holm``): a page of 20 orderings judged at
+  0.05 each would show one "holds" by chance alone. The family is the page:
+  the orderings measured in that report;
+- **holds**: the corrected p < ``ALPHA`` and the higher row's mean is above
+  the lower's; **does not hold**: the corrected p < ``ALPHA`` the other way;
+  **within noise**: neither;
+- **not measured**, with the reason: a row the profile does not train (its
+  ``rows:``, a reference row, a table not in the report) or one with fewer
+  than two finished seeds (no spread to judge against).
 
-No threshold is tuned to a result: ``ALPHA`` is the conventional 0.05.
+A two-sided test, not a one-sided one in the paper's direction, so that
+"does not hold" is decided at the same level as "holds", and so that one
+correction covers both. No threshold is tuned to a result: ``ALPHA`` is the
+conventional 0.05.
 """
 from __future__ import annotations
 
@@ -82,12 +92,22 @@ class Side:
 
 
 @dataclass(frozen=True)
+class Welch:
+    """Welch's two-sided t-test of "higher - lower": the effect in the metric's units and its 95% interval."""
+    difference: float
+    low: float
+    high: float
+    p: float
+
+
+@dataclass(frozen=True)
 class Verdict:
     ordering: Ordering
-    higher: Side | None  # None: the row is not in the report (another profile's rows, another table)
+    higher: Side | None  # None: the row is not in the report
     lower: Side | None
     verdict: str
-    p: float | None      # the one-sided p-value of the direction that decided, else of the paper's
+    test: Welch | None = None   # None: not measured
+    p_holm: float | None = None  # ``test.p`` corrected over the report's measured orderings
     why: str = ""
 
     @property
@@ -97,48 +117,83 @@ class Verdict:
         return self.higher.mean - self.lower.mean
 
 
-def judge(higher: list[float], lower: list[float]) -> tuple[str, float | None]:
-    """The verdict on "``higher`` beats ``lower``" and its p-value (module docstring)."""
+def welch(higher: list[float], lower: list[float]) -> Welch | None:
+    """The test of one ordering; None when a side has fewer than two values (no spread to judge against)."""
     if len(higher) < 2 or len(lower) < 2:
-        return UNMEASURED, None
-    from scipy.stats import ttest_ind
-    if max(higher) == min(higher) and max(lower) == min(lower):  # no spread at all: a t-test is undefined
-        d = higher[0] - lower[0]
-        return (HOLDS if d > 0 else FAILS if d < 0 else NOISE), (0.0 if d else 1.0)
-    p_paper = float(ttest_ind(higher, lower, equal_var=False, alternative="greater").pvalue)
-    p_other = float(ttest_ind(higher, lower, equal_var=False, alternative="less").pvalue)
-    if p_paper < ALPHA:
-        return HOLDS, p_paper
-    if p_other < ALPHA:
-        return FAILS, p_other
-    return NOISE, p_paper
+        return None
+    from statistics import fmean, variance
+
+    from scipy.stats import t as student
+    d = fmean(higher) - fmean(lower)
+    v1, v2 = variance(higher) / len(higher), variance(lower) / len(lower)
+    if v1 + v2 == 0:  # no spread at all: the difference is exact, the test undefined
+        return Welch(d, d, d, 0.0 if d else 1.0)
+    se = (v1 + v2) ** 0.5
+    df = (v1 + v2) ** 2 / (v1 ** 2 / (len(higher) - 1) + v2 ** 2 / (len(lower) - 1))  # Welch-Satterthwaite
+    half = float(student.ppf(0.975, df)) * se
+    return Welch(d, d - half, d + half, float(2 * student.sf(abs(d) / se, df)))
 
 
-def verdicts(tables: list) -> list[Verdict]:
-    """Each ordering whose two rows are among ``tables`` (``report.ReportTable``), judged."""
-    cells = {}
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjustment of ``ps`` (the family-wise error stays below the level used)."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def decide(test: Welch, p_holm: float) -> str:
+    if p_holm < ALPHA and test.difference > 0:
+        return HOLDS
+    if p_holm < ALPHA and test.difference < 0:
+        return FAILS
+    return NOISE
+
+
+def verdicts(tables: list, trained: dict[str, list[str]] | None = None, profile: str = "") -> list[Verdict]:
+    """Every ordering, judged where ``tables`` (``report.ReportTable``) hold both rows' seeds, else
+    said to be not measured and why. ``trained``: the profile's ``rows:`` (None: every row)."""
+    cells, in_report = {}, {t.table.name for t in tables}
     for t in tables:
         for row in t.rows:
             for cell in row.cells:
                 cells[(t.table.name, row.name, cell.metric)] = (row, cell, row.runs_planned)
-    out = []
+    pending = []
     for o in orderings():
-        sides, why = [], ""
+        sides, whys = [], []
         for table, row in (o.higher, o.lower):
             found = cells.get((table, row, o.metric))
             if found is None:
                 sides.append(None)
-                why = why or f"{table}/{row} has no {o.metric} in this report"
+                whys.append(_absent(table, row, o.metric, in_report, trained, profile))
                 continue
             r, cell, planned = found
             sides.append(Side(f"{table}/{row}", tuple(cell.values), planned, cell.value, cell.std))
-        if sides[0] is None and sides[1] is None:
-            continue  # neither row is in this report: not this profile's ordering
-        if None in sides:
-            out.append(Verdict(o, sides[0], sides[1], UNMEASURED, None, why))
-            continue
-        verdict, p = judge(list(sides[0].values), list(sides[1].values))
-        if verdict == UNMEASURED:
-            why = "fewer than two finished seeds on a side"
-        out.append(Verdict(o, sides[0], sides[1], verdict, p, why))
+            if r.status == "reference":
+                whys.append(f"{table}/{row} is a reference row (the paper's numbers; the suite does not train it)")
+            elif len(cell.values) < 2:
+                whys.append(f"{table}/{row} has {len(cell.values)} finished seed{'s' * (len(cell.values) != 1)} "
+                            f"of {planned} (two are needed for a spread)")
+        test = None if whys else welch(list(sides[0].values), list(sides[1].values))
+        pending.append((o, sides, test, "; ".join(dict.fromkeys(whys))))
+    adjusted = iter(holm([test.p for _, _, test, _ in pending if test is not None]))
+    out = []
+    for o, sides, test, why in pending:
+        if test is None:
+            out.append(Verdict(o, sides[0], sides[1], UNMEASURED, why=why))
+        else:
+            p = next(adjusted)
+            out.append(Verdict(o, sides[0], sides[1], decide(test, p), test, p))
     return out
+
+
+def _absent(table: str, row: str, metric: str, in_report: set[str], trained: dict[str, list[str]] | None,
+            profile: str) -> str:
+    """Why a row of an ordering has no cell in the report."""
+    if trained is not None and row not in trained.get(table, []):
+        return f"profile {profile} does not train {table}/{row} (its `rows:`)"
+    if table not in in_report:
+        return f"{table} is not in this report"
+    return f"{table}/{row} has no {metric} in this report"

@@ -113,13 +113,15 @@ def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, 
 
 
 def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
-    """The orderings document (``reproduce.report.orderings``) for the rows of ``tables``."""
+    """The orderings document (``reproduce.report.orderings``): every ordering the paper reports,
+    judged where ``tables`` hold both rows' seeds and said to be not measured, and why, elsewhere."""
     from reproduce.report import orderings as od
-    found = od.verdicts(tables)
-    if not found:
+    named = {t.table.name for t in tables}
+    if not any(t in named for o in od.orderings() for t, _ in (o.higher, o.lower)):
         raise UserError("none of the paper's orderings has its rows in these tables",
                         hint="report the tables that hold them: " + ", ".join(sorted(
                             {t for o in od.orderings() for t, _ in (o.higher, o.lower)})))
+    found = od.verdicts(tables, profile.rows, profile.name)
     env = _env(autoescape=False)
 
     def side(s, metric: str) -> str:
@@ -130,12 +132,19 @@ def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
         spread = f" ± {fmt_spread(metric, s.std)}" if s.std is not None else ""
         return f"`{s.row}`: {fmt(metric, s.mean)}{spread} ({len(s.values)}/{s.planned})"
 
+    def effect(v, metric: str) -> str:
+        if v.test is None:
+            return "-"
+        show = metrics()[metric].format
+        return f"{show(v.test.difference, True)} [{show(v.test.low, True)}, {show(v.test.high, True)}]"
+
     env.filters["side"] = side
-    env.filters["signed"] = lambda d, metric: "-" if d is None else metrics()[metric].format(d, True)
+    env.filters["effect"] = effect
     env.filters["pvalue"] = lambda p: "-" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
     counts = [(name, sum(v.verdict == name for v in found)) for name in (od.HOLDS, od.FAILS, od.NOISE, od.UNMEASURED)]
-    return env.get_template("orderings.md.j2").render(profile=profile, verdicts=found, alpha=od.ALPHA,
-                                                      counts=[c for c in counts if c[1]]) + "\n"
+    return env.get_template("orderings.md.j2").render(
+        profile=profile, verdicts=found, alpha=od.ALPHA, measured=sum(v.test is not None for v in found),
+        counts=[c for c in counts if c[1]]) + "\n"
 
 
 def compile_pdfs(texs: list[Path]) -> None:
