@@ -72,6 +72,34 @@ def test_paper_plan_counts_and_shared_rows(capsys):
     # the dataset's files are in every run's options; where the dataset lies is not (see below)
     assert all(r["overrides"]["val_dataloader.dataset.ann_file"] == "annotations/instances_val2017.json"
                and "train_dataloader.dataset.data_root" not in r["overrides"] for r in out["runs"])
+    # Issue 25, item 5: Table 6's runs (eval_split: test-dev) also write COCO test-dev's detections
+    # for the evaluation server; no other table's run reads the test split
+    for run in out["runs"]:
+        test_dev = run in (r101, dcn)
+        assert bool(run["overrides"].get("test_evaluator.format_only")) == test_dev, run["rows"]
+        assert run["overrides"]["test_dataloader.dataset.ann_file"] == (
+            "annotations/image_info_test-dev2017.json" if test_dev else "annotations/instances_val2017.json")
+
+
+def test_a_missing_test_split_stops_only_the_runs_that_need_it_on_one_line(tmp_path, capsys):
+    """Issue 25, item 5: a profile naming a test split it does not have: a table that reports the
+    test split stops before anything is submitted, on one line naming the files; others run."""
+    from conftest import make_sweeps
+    sweeps = make_sweeps(tmp_path / "spec")
+    profile = sweeps / "profiles" / "ci.yaml"
+    profile.write_text(profile.read_text().replace(
+        "  val_img: val/\n", "  val_img: val/\n  test_info: annotations/image_info_test-dev2017.json\n  test_img: test2017/\n"))
+    (sweeps / "dev.yaml").write_text((sweeps / "one.yaml").read_text().replace("table: one", "table: dev\neval_split: test-dev"))
+    args = ["--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(tmp_path / "w"), "--no-wait"]
+    assert main(["check", "dev", *args[:-1], "--cluster", "local"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "image_info_test-dev2017.json does not exist" in err and "test2017.zip" in err, err
+    assert main(["run", "dev", *args]) == 2
+    err = capsys.readouterr().err
+    assert "image_info_test-dev2017.json does not exist" in err and not (tmp_path / "w" / ".reproduce" / "submitit").exists()
+    # the same profile's other table neither needs nor reads the test split
+    out = plan_json(capsys, "one", *args[:4])
+    assert "test_evaluator.format_only" not in out["runs"][0]["overrides"]
 
 
 def test_a_job_trains_the_options_its_hash_was_made_from_in_any_work_dir(tmp_path):

@@ -118,7 +118,10 @@ def _dataset(cfg) -> str:
     while "dataset" in ds:
         ds = ds["dataset"]
     root = Path(ds.get("data_root", ""))
-    for split, loader in (("train", cfg.train_dataloader), ("val", cfg.val_dataloader)):
+    loaders = [("train", cfg.train_dataloader), ("val", cfg.val_dataloader)]
+    if cfg.get("test_evaluator", {}).get("format_only"):  # an unlabeled split the job writes detections for
+        loaders.append(("test", cfg.test_dataloader))
+    for split, loader in loaders:
         d = loader.dataset
         while "dataset" in d:
             d = d["dataset"]

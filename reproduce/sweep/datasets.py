@@ -25,8 +25,14 @@ def fingerprint_today(profile: Profile, base: Path, runs: list) -> "Today":
     return today(root_of(profile, base), runs[0].options if runs else None)
 
 
-def prepare(profile: Profile, base: Path) -> Path:
-    """The dataset root, ready to train on; a clear error otherwise."""
+def uses_test_split(runs: list) -> bool:
+    """Whether any of ``runs`` writes detections on the profile's unlabeled split (``plan.dataset_options``)."""
+    return any(r.options.get("test_evaluator.format_only") for r in runs)
+
+
+def prepare(profile: Profile, base: Path, test_split: bool = False) -> Path:
+    """The dataset root, ready to train on; a clear error otherwise. The unlabeled split
+    (``test_info``) is checked only when ``test_split``: a run of Table 1 needs no test-dev."""
     ds = profile.dataset
     root = root_of(profile, base)
     if ds["type"] == "synthetic":
@@ -52,7 +58,7 @@ def prepare(profile: Profile, base: Path) -> Path:
         raise UserError(f"dataset root {root} does not exist", file=profile.file, field="dataset.root",
                         hint="download COCO there (train2017/, val2017/, annotations/) or edit the profile's root")
     for split in ("train", "val", "test"):
-        if split == "test" and not ds.get("test_info"):
+        if split == "test" and not (test_split and ds.get("test_info")):
             continue
         _check_annotations(root / ds["test_info" if split == "test" else f"{split}_ann"], profile, split)
         img = ds.get(f"{split}_img")
@@ -67,6 +73,11 @@ def _check_annotations(path: Path, profile: Profile, split: str) -> None:
     field = "dataset.test_info" if split == "test" else f"dataset.{split}_ann"
     needed = ("images", "categories") if split == "test" else ("images", "annotations", "categories")
     if not path.is_file():
+        if split == "test":
+            raise UserError(f"the test split's image-info file {path} does not exist", file=profile.file, field=field,
+                            hint=f"for COCO test-dev unpack image_info_test2017.zip into {path.parent} and "
+                                 "test2017.zip beside train2017/ (README: Table 6 on test-dev), or remove "
+                                 "test_info/test_img from the profile to score these rows on the validation split")
         raise UserError(f"annotation file {path} does not exist", file=profile.file, field=field,
                         hint="download the COCO annotations or fix the profile's path")
     try:

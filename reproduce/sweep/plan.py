@@ -77,14 +77,17 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def dataset_options(profile: Profile) -> dict[str, Any]:
+def dataset_options(profile: Profile, test_split: bool = False) -> dict[str, Any]:
     """Config overrides for the profile's dataset: which files each split reads and, for the
     synthetic set, its generator's settings, all part of a run's identity. Where the
     dataset lies is not: each job points its config at the root it reads
-    (``musu.train.set_data_root``), so a run is the same run in any work dir."""
+    (``musu.train.set_data_root``), so a run is the same run in any work dir.
+    ``test_split``: the row's table reports an unlabeled split (its ``eval_split:``, Table 6's
+    test-dev); only then, and only where the profile names one (``test_info``), does the job
+    write that split's detections. Every other row skips a pass over 20k images it does not report."""
     ds = profile.dataset
     opts: dict[str, Any] = {}
-    test = "test" if ds.get("test_info") else "val"
+    test = "test" if test_split and ds.get("test_info") else "val"
     for split, loader in (("train", "train_dataloader"), ("val", "val_dataloader"), (test, "test_dataloader")):
         opts[f"{loader}.dataset.ann_file"] = ds["test_info"] if split == "test" else ds[f"{split}_ann"]
         if ds.get(f"{split}_img"):
@@ -129,13 +132,13 @@ class Planner:
                                 file=self.profile.file, field="configs", hint="fix the config file") from None
         return self._parsed[name]
 
-    def options_for(self, row: Row, seed: int) -> tuple[str, dict[str, Any]]:
+    def options_for(self, row: Row, seed: int, test_split: bool = False) -> tuple[str, dict[str, Any]]:
         choice = self.profile.choose(row.key, row.name, row.table)
         options: dict[str, Any] = {}
         for patch in choice.patches:
             options.update(self.profile.patches[patch])
         options.update(self.profile.cfg_options)
-        options.update(dataset_options(self.profile))
+        options.update(dataset_options(self.profile, test_split))
         from musu.core.switches import Switches
         for switch, value in sorted(row.switches.items()):
             options[Switches.config_path(switch)] = value
@@ -161,7 +164,7 @@ class Planner:
                 if not row.trained:
                     continue
                 for seed in range(row.seeds):
-                    name, options = self.options_for(row, seed)
+                    name, options = self.options_for(row, seed, test_split=table.eval_split is not None)
                     cfg = self.resolve(name, options)
                     resolved = cfg.to_dict()
                     h = config_hash(resolved)

@@ -70,7 +70,7 @@ def cmd_check(args) -> int:
     workdir = sweep.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     uri = sweep.uri(read_only=False)
-    data_root = datasets.prepare(profile, workdir)
+    data_root = datasets.prepare(profile, workdir, datasets.uses_test_split(runs))
     configs = list(_distinct(sweep.planner, runs, data_root).values())
     payload = dict(configs=configs, gpus=profile.gpus, tracking_uri=uri, torch_home=str(cluster.torch_home(workdir)),
                    config_dirs=list(profile.config_dirs))

@@ -37,7 +37,7 @@ def cmd_run(args) -> int:
     # Decide, submit and record under one lock: a second `reproduce run` sharing rows in this
     # work dir waits, then finds them submitted and reattaches.
     with sweep.jobs.submitting():
-        data_root = datasets.prepare(profile, workdir)
+        data_root = datasets.prepare(profile, workdir, datasets.uses_test_split(runs))
         views = sweep.views(read_only=False)
         plan = decide(runs, {h: v.state for h, v in views.items()}, args.rerun_stale)
         console.print(f"[bold]{len(runs)}[/] runs for {', '.join(t.name for t in sweep.tables)} on profile "
