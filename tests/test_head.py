@@ -79,7 +79,7 @@ def test_ablation_switches_reach_the_assigner():
     head = build_head(assigner=dict(alpha=1.0, criteria="cls", b=0.2, tau_cls=5.0, tau_ratio=1.0, hard=True),
                       beta=2.0)
     assert head.switches.assigner() == dict(alpha=1.0, criteria="cls", b=0.2, theta=4.0, tau_cls=5.0,
-                                            tau_ratio=1.0, hard=True, bag_iou_over="containing")
+                                            tau_ratio=1.0, hard=True, bag_iou_over="all")
     assert head.beta == 2.0
     with pytest.raises(ValueError, match="unknown MuSu assigner fields"):
         build_head(assigner=dict(alfa=1.0))
@@ -103,20 +103,20 @@ def test_predict_scores_are_products_and_thresholded():
 
 def test_reading_the_loss_normaliser_per_batch_or_per_image():
     """docs/readings.md, reading 2: Eq. 5's 'total loss in an image' normalised per image
-    and averaged, or (the default) the batch's sum over the batch's total weight."""
+    and averaged (the default, the paper's words), or the batch's sum over the batch's total weight."""
     # The head's weights come from torch's global generator: seeded, the predictions do not
     # depend on the tests run before this one (with the generator at one state that pytest-xdist
     # met, seed 2 here, the two images' losses agree to 1e-5 and the readings cannot differ).
     torch.manual_seed(0)
     objs = [gt([[10, 20, 70, 90], [50, 50, 120, 110]], [0, 2]), gt([[5, 5, 40, 60]], [1])]
     outs = build_head()(feats())
-    batch = build_head().loss_by_feat(*outs, objs, metas())
-    image = build_head(normalizer="image").loss_by_feat(*outs, objs, metas())
+    batch = build_head(normalizer="batch").loss_by_feat(*outs, objs, metas())
+    image = build_head().loss_by_feat(*outs, objs, metas())
     assert not torch.isclose(batch["loss_cls"], image["loss_cls"])
     # one image alone: the two readings are the same number
     one = [objs[0]]
     single = [[o[:1] for o in level] for level in outs]
-    assert torch.isclose(build_head().loss_by_feat(*single, one, metas(batch=1))["loss_cls"],
-                         build_head(normalizer="image").loss_by_feat(*single, one, metas(batch=1))["loss_cls"])
+    assert torch.isclose(build_head(normalizer="batch").loss_by_feat(*single, one, metas(batch=1))["loss_cls"],
+                         build_head().loss_by_feat(*single, one, metas(batch=1))["loss_cls"])
     with pytest.raises(ValueError, match="normalizer: must be one of batch, image"):
         build_head(normalizer="gpu")

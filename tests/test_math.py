@@ -108,20 +108,22 @@ def test_several_anchors_per_point():
     assert r.cls_ranks[kept][order].tolist() == list(range(int(kept.sum())))
 
 
-def _reference(cls_prob, boxes, points, gts, labels, alpha, b, theta, tau_cls, tau_ratio, hard):
-    """Procedure 1 read literally, with Python loops."""
+def _reference(cls_prob, boxes, points, gts, labels, alpha, b, theta, tau_cls, tau_ratio, hard, over="all"):
+    """Procedure 1 read literally, with Python loops. Line 4, A_j: the anchor lies in j's box and
+    j has its maximum IoU "across G" (``over="all"``, the default), or, the other reading, among
+    the objects whose boxes contain its point (``"containing"``). Ties go to the lowest index."""
     from musu.core.boxes import iou_pairwise as box_iou_pairwise
     n, g = cls_prob.shape[0], gts.shape[0]
     ious = box_iou_pairwise(boxes, gts)
     owner = [-1] * n
     for i in range(n):
-        best = None
-        for j in range(g):
-            x, y = points[i].tolist()
-            if gts[j, 0] < x < gts[j, 2] and gts[j, 1] < y < gts[j, 3]:
-                if best is None or ious[i, j] > ious[i, best]:
-                    best = j
-        owner[i] = -1 if best is None else best
+        x, y = points[i].tolist()
+        holds = [j for j in range(g) if gts[j, 0] < x < gts[j, 2] and gts[j, 1] < y < gts[j, 3]]
+        if not holds:
+            continue
+        among = range(g) if over == "all" else holds
+        best = max(among, key=lambda j: (ious[i, j].item(), -j))
+        owner[i] = best if best in holds else -1
     gt_inds, wc, wr = [-1] * n, [0.0] * n, [0.0] * n
     for j in range(g):
         a_j = [i for i in range(n) if owner[i] == j]
@@ -155,12 +157,14 @@ def test_matches_literal_procedure(seed, hard, tau):
     gts = torch.cat([ctr - gwh / 2, ctr + gwh / 2], 1)
     labels = torch.randint(0, c, (ng,), generator=g)
     probs = torch.rand(n, c, generator=g, dtype=torch.float64)
-    r = mutual_assign(probs, boxes, points, gts, labels, hard=hard, tau_cls=tau)
-    ref = _reference(probs, boxes, points, gts, labels, 1 / 3, 0.1, 4.0, tau, 2.0, hard)
-    assert r.gt_inds.tolist() == ref[0]
-    assert r.cls_weights.tolist() == pytest.approx(ref[1], rel=1e-9, abs=1e-12)
-    assert r.reg_weights.tolist() == pytest.approx(ref[2], rel=1e-9, abs=1e-12)
-    assert (r.gt_inds >= 0).sum() > 10  # the case is not vacuous
+    for over in ("all", "containing"):  # the default (the paper's words) and the earlier reading
+        r = mutual_assign(probs, boxes, points, gts, labels, hard=hard, tau_cls=tau,
+                          **({} if over == "all" else {"bag_iou_over": over}))
+        ref = _reference(probs, boxes, points, gts, labels, 1 / 3, 0.1, 4.0, tau, 2.0, hard, over)
+        assert r.gt_inds.tolist() == ref[0], over
+        assert r.cls_weights.tolist() == pytest.approx(ref[1], rel=1e-9, abs=1e-12)
+        assert r.reg_weights.tolist() == pytest.approx(ref[2], rel=1e-9, abs=1e-12)
+        assert (r.gt_inds >= 0).sum() > 10  # the case is not vacuous
 
 
 def test_weights_carry_no_gradient():
@@ -237,18 +241,19 @@ def test_reading_bag_membership_among_containing_boxes_or_all_objects():
     points = torch.tensor([[3.0, 5.0]])                # inside object 0's box only
     boxes = torch.tensor([[6.0, 0.0, 28.0, 10.0]])     # yet its box is almost object 1's
     probs = torch.tensor([[0.9]])
-    containing = mutual_assign(probs, boxes, points, gts, labels)
+    containing = mutual_assign(probs, boxes, points, gts, labels, bag_iou_over="containing")
     assert containing.gt_inds.tolist() == [0]          # the best of the boxes containing its point
-    across_all = mutual_assign(probs, boxes, points, gts, labels, bag_iou_over="all")
+    across_all = mutual_assign(probs, boxes, points, gts, labels)  # the default: the paper's "across G"
     assert across_all.gt_inds.tolist() == [-1]         # its best object (1) does not contain its point
     # where the two readings agree, they assign alike
-    same = mutual_assign(PROBS, BOXES, POINTS, GT, LABELS, bag_iou_over="all")
+    same = mutual_assign(PROBS, BOXES, POINTS, GT, LABELS, bag_iou_over="containing")
     assert torch.equal(same.gt_inds, _assign().gt_inds) and torch.allclose(same.cls_weights, _assign().cls_weights)
 
 
 def test_reading_same_weights_for_each_head_is_tau_ratio_one():
     """docs/readings.md, reading 3: Table 1's v = p rows 'assign the same weights for each
-    head' only with tau_ratio 1; the default 2:1 gives the regression head sharper weights."""
+    head' only with tau_ratio 1 (which the suite's v = p and v = q rows set); the 2:1 of every
+    other row gives the regression head sharper weights."""
     r1 = _assign(criteria="cls", tau_ratio=1.0)
     assert torch.equal(r1.cls_weights, r1.reg_weights)
     r2 = _assign(criteria="cls")

@@ -72,6 +72,10 @@ def test_paper_plan_counts_and_shared_rows(capsys):
     # the dataset's files are in every run's options; where the dataset lies is not (see below)
     assert all(r["overrides"]["val_dataloader.dataset.ann_file"] == "annotations/instances_val2017.json"
                and "train_dataloader.dataset.data_root" not in r["overrides"] for r in out["runs"])
+    # Table 1's v = p and v = q rows "assign the same weights for each head": tau 1:1 (issue 25, item 4)
+    for row in ("table1/v-p", "table1/v-q"):
+        run = next(r for r in out["runs"] if row in r["rows"])
+        assert float(run["overrides"]["model.bbox_head.assigner.tau_ratio"]) == 1.0, run["overrides"]
     # Issue 25, item 5: Table 6's runs (eval_split: test-dev) also write COCO test-dev's detections
     # for the evaluation server; no other table's run reads the test split
     for run in out["runs"]:
@@ -328,7 +332,7 @@ def test_the_readings_spec_trains_each_reading_beside_the_default_runs(capsys):
     out = plan_json(capsys, f"{SWEEPS_DIR.parent / 'docs' / 'readings.yaml'},table1", "--profile", "signal")
     rows = {tuple(sorted(r["rows"])) for r in out["runs"]}
     assert ("readings/default", "table1/alpha-1/3") in rows and ("readings/v-q", "table1/v-q") in rows
-    assert {("readings/bag-all",), ("readings/normalizer-image",), ("readings/v-q-1to1",)} <= rows
+    assert {("readings/bag-containing",), ("readings/normalizer-batch",), ("readings/v-q-2to1",)} <= rows
     assert out["total_runs"] == 18  # table1's 3 rows and 3 new readings, 3 seeds each
 
 

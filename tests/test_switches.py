@@ -14,9 +14,10 @@ def test_defaults_are_the_papers():
     assert (s.alpha, s.criteria, s.b, s.theta, s.tau_cls, s.tau_ratio, s.hard, s.num_anchors, s.beta) == \
         (pytest.approx(1 / 3), "mutual", 0.1, 4.0, None, 2.0, False, 1, 4.0)
     assert s.assigner() == dict(alpha=1 / 3, criteria="mutual", b=0.1, theta=4.0, tau_cls=None, tau_ratio=2.0,
-                                hard=False, bag_iou_over="containing")
-    # the paper's ambiguous readings (docs/readings.md): the defaults are the current readings
-    assert (s.bag_iou_over, s.normalizer) == ("containing", "batch")
+                                hard=False, bag_iou_over="all")
+    # the paper's ambiguous readings (docs/readings.md): the defaults follow the paper's words
+    # (Procedure 1's "across G", Eq. 5's "the total loss in an image"; issue 25)
+    assert (s.bag_iou_over, s.normalizer) == ("all", "image")
     assert Switches.head_fields() == ("num_anchors", "beta", "normalizer")
 
 

@@ -24,7 +24,7 @@ class MutualAssignResult:
     ``gt_inds[i]`` is the object whose candidate bag holds anchor i (-1: none);
     ``cls_weights``/``reg_weights`` are Eq. 4's w (0 outside every bag);
     ``bag_sizes[j]`` is |C_j|; ``cls_ranks``/``reg_ranks`` are the mutual
-    ranks of Eq. 6 (-1 outside bags).
+    ranks of Eq. 3's criteria (Procedure 1, line 9; -1 outside bags).
     """
 
     gt_inds: torch.Tensor
@@ -74,7 +74,7 @@ def mutual_assign(
     [N, 4] the decoded boxes, ``points`` [N, 2] the anchor locations, ``gt_boxes``
     [G, 4] and ``gt_labels`` [G] the objects; ``switches`` (or single fields
     of it as keywords, ``alpha=1.0``) the paper's settings. The steps follow Section 3:
-    bags (Eq. 1-2), mutual ranks (Eq. 6), weights (Eq. 4); the weights carry
+    bags (Eq. 1-2), mutual ranks (Eq. 3), weights (Eq. 4, temperatures Eq. 6); the weights carry
     no gradient.
     """
     sw = replace(switches or DEFAULTS, **overrides) if overrides else (switches or DEFAULTS)  # checks them

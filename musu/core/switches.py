@@ -78,21 +78,23 @@ def _anchors(v):
 class Switches:
     """Section 3's assignment (alpha .. hard), Section 4.2's anchors and Eq. 7's beta."""
 
-    alpha: float = 1.0 / 3.0      # Eq. 1: weight of the IoU against the classification score
-    criteria: str = "mutual"      # Table 3: rank by "mutual" supervision, or "cls"/"reg" alone
-    b: float = 0.1                # Eq. 2: a bag keeps anchors above b x its best joint score
-    theta: float = 4.0            # Eq. 1: exponent of the IoU
-    tau_cls: float | None = None  # Eq. 4: temperature of the classification weights (None: sqrt |C_j|)
-    tau_ratio: float = 2.0        # tau_reg = tau_cls / tau_ratio
-    hard: bool = False            # Table 5: hard 0/1 weights instead of soft ones
-    # Procedure 1, line 4: an anchor joins j's bag when j has its highest IoU among the
-    # objects whose boxes contain its point ("containing"), or among all objects ("all")
-    bag_iou_over: str = "containing"
-    num_anchors: int = 1          # #A anchors per location (Table 7)
+    alpha: float = 1.0 / 3.0      # Eq. 3: the regulariser (each head's own score to the power alpha)
+    criteria: str = "mutual"      # Table 1: rank by the "mutual" criteria of Eq. 3, or "cls" (v = p) / "reg" (v = q)
+    b: float = 0.1                # Eq. 2: a bag keeps anchors above b x its best joint score (Table 2)
+    theta: float = 4.0            # Eq. 1: q = IoU ** theta
+    tau_cls: float | None = None  # Eq. 4: temperature of the classification weights (None: Eq. 6's sqrt |C_j|; Table 3)
+    tau_ratio: float = 2.0        # tau_reg = tau_cls / tau_ratio (Eq. 6's 2:1; Table 4)
+    hard: bool = False            # Section 4.2, soft against hard: 0/1 weights instead of Eq. 4's
+    # Procedure 1, line 4: an anchor joins j's bag when j has its highest IoU "across G", among
+    # all objects of the image ("all", the paper's words and the default), or only among the
+    # objects whose boxes contain its point ("containing", the reading trained before issue 25)
+    bag_iou_over: str = "all"
+    num_anchors: int = 1          # #A anchors per location (Tables 5 and 7)
     beta: float = 4.0             # Eq. 7: exponent of the negative penalty
-    # Eq. 5's sum, normalised by the batch's total weight (mmdet's convention, "batch")
-    # or per image ("the total loss in an image", then averaged over images: "image")
-    normalizer: str = "batch"
+    # Eq. 5: "the total loss in an image", normalised by that image's total weight N = sum w_i,
+    # then averaged over images ("image", the paper's words and the default), or the batch's summed
+    # loss over the batch's total weight (mmdet's convention, "batch", trained before issue 25)
+    normalizer: str = "image"
 
     CHECKS: ClassVar[dict] = {
         "alpha": _in(0.0, 1.0), "criteria": _one_of(CRITERIA), "b": _in(0.0, 1.0, lo_open=True, hi_open=True),
