@@ -45,11 +45,18 @@ def test_an_image_counts_only_the_anchors_inside_each_box_and_its_class():
     first, second = image_consistency(scores, boxes, points, gt, labels)
     assert (first.anchors, first.spearman, first.top1, first.iou_ratio) == (3, pytest.approx(1.0), True, 1.0)
     assert (second.anchors, second.spearman, second.top1) == (1, None, True)
-    pooled = HeadConsistency.pool([first, second])
-    assert pooled == HeadConsistency(pytest.approx(1.0), 1.0, 1.0, 2)
+    # the three means are over the same objects: object 1 (one anchor: no correlation) is in none of them,
+    # though alone it would count as top-1 agreement (issue 25)
+    off = object_consistency(torch.tensor([0.1, 0.8, 0.3]), torch.tensor([0.9, 0.45, 0.2]))
+    pooled = HeadConsistency.pool([first, second, off])
+    assert pooled == HeadConsistency(pytest.approx((1.0 + off.spearman) / 2), 0.5, pytest.approx((1 + 0.5) / 2), 2)
+    # an object whose boxes all miss it (IoU 0 everywhere): no correlation, in no mean
+    missed = object_consistency(torch.tensor([0.9, 0.1]), torch.tensor([0.0, 0.0]))
+    assert missed.top1 is True and HeadConsistency.pool([first, missed]).objects == 1
     # scoring the wrong class: object 0's anchors read class 1, all zero: no correlation, no agreement claimed
     (wrong, _) = image_consistency(scores[:, [1, 0]], boxes, points, gt, labels)
     assert wrong.spearman is None and wrong.top1 is True  # argmax of equal scores is the first anchor (IoU 1)
+    assert HeadConsistency.pool([wrong, second]).objects == 0
     assert math.isnan(HeadConsistency.pool([]).spearman)
 
 

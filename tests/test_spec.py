@@ -38,7 +38,9 @@ def test_table1_switches():
     (t,) = load_tables("table1")
     by = {r.name: r for r in t.rows}
     assert by["fcos"].method == "fcos" and by["fcospp"].method == "fcospp"
-    assert by["v-p"].switches == {"criteria": "cls"} and by["v-q"].switches == {"criteria": "reg"}
+    # "the same weights for each head": one temperature for both (docs/readings.md, reading 3)
+    assert by["v-p"].switches == {"criteria": "cls", "tau_ratio": 1.0}
+    assert by["v-q"].switches == {"criteria": "reg", "tau_ratio": 1.0}
     assert by["alpha-1/3"].switches["alpha"] == pytest.approx(1 / 3)
     assert by["alpha-0"].switches["alpha"] == 0.0
     assert by["alpha-1/6"].label == "$\\alpha = 1/6$"
@@ -154,4 +156,4 @@ def test_the_readings_documents_spec_plans():
     text = (SWEEPS_DIR.parent / "docs" / "readings.md").read_text()
     (block,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
     table = parse_table(yaml.safe_load(block), "docs/readings.md")
-    assert [r.switches for r in table.rows] == [dict(criteria="cls", tau_ratio=1.0), dict(criteria="reg", tau_ratio=1.0)]
+    assert [r.switches for r in table.rows] == [dict(criteria="cls", tau_ratio=2.0), dict(criteria="reg", tau_ratio=2.0)]

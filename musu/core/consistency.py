@@ -9,17 +9,22 @@ box (the anchors that could detect it):
    for j's class (what NMS keeps by) and the IoU of that anchor's predicted
    box with j. 1 when the most confident boxes are the best localised, as the
    paper asks of a converged detector; near 0 when confidence says nothing
-   of localisation. Ties take their average rank; an object with fewer than
-   two anchors, or whose confidences or IoUs are all equal, has no
-   correlation and is left out of this mean.
+   of localisation. Ties take their average rank.
 2. ``top1``: whether the most confident anchor's box has the best IoU (ties in
    IoU count as agreement: the best box is kept).
 3. ``iou_ratio``: the most confident box's IoU over the best IoU, 1 when NMS
-   keeps the best box and lower the worse the box it keeps (an object whose
-   best IoU is 0 is left out).
+   keeps the best box and lower the worse the box it keeps.
 
-Each is averaged over objects. Pure torch, no framework: the evaluation hook
-feeds it one image's predictions at a time and pools the per-object values.
+Each is averaged over **the same objects** (``HeadConsistency.pool``): those
+where all three are defined, i.e. the correlation is (two or more anchors,
+confidences and IoUs not all equal, so a best IoU above 0). An object with one
+anchor, or whose boxes all miss it, would count as agreement for top-1 while
+the correlation left it out, and the three means would describe different
+objects. Top-1 and the ratio get harder as an object has more anchors to
+choose from, so compare them between rows with the same anchors per location
+(Table 5's #A changes that). Pure torch, no framework: the evaluation hook
+feeds it one image's predictions at a time (the validation images; the
+paper's Figure 1 shows a training image) and pools the per-object values.
 """
 from __future__ import annotations
 
@@ -92,7 +97,7 @@ def image_consistency(scores: torch.Tensor, boxes: torch.Tensor, points: torch.T
 
 @dataclass(frozen=True)
 class HeadConsistency:
-    """Means over objects; ``objects`` counts those with anchors, each mean over those where it is defined."""
+    """Means over the objects where every measure is defined (module docstring); ``objects`` counts them."""
     spearman: float
     top1: float
     iou_ratio: float
@@ -100,8 +105,9 @@ class HeadConsistency:
 
     @classmethod
     def pool(cls, per_object: list[ObjectConsistency]) -> "HeadConsistency":
+        measured = [o for o in per_object if o.spearman is not None and o.iou_ratio is not None]
+
         def mean(values: list[float]) -> float:
             return sum(values) / len(values) if values else float("nan")
-        return cls(mean([o.spearman for o in per_object if o.spearman is not None]),
-                   mean([float(o.top1) for o in per_object]),
-                   mean([o.iou_ratio for o in per_object if o.iou_ratio is not None]), len(per_object))
+        return cls(mean([o.spearman for o in measured]), mean([float(o.top1) for o in measured]),
+                   mean([o.iou_ratio for o in measured]), len(measured))
