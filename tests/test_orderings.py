@@ -89,17 +89,19 @@ def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
     lines = {line.split(" | ")[0].lstrip("| "): line for line in doc.splitlines() if line.startswith("| ")}
     musu = lines["MuSu is more accurate than FCOS"]
     assert "**holds**" in musu
-    assert "`table1/alpha-1/3`: 11.0 ± 1.0 (3/3) | `table1/fcos`: 6.0 ± 1.0 (3/3)" in musu
+    assert "`table1/alpha-1/3`: 11.0 ± 1.0 (3/5) | `table1/fcos`: 6.0 ± 1.0 (3/5)" in musu
     assert "+5.0 [+2.7, +7.3] | 0.004 | 0.011 |" in musu  # two-sided p, then Holm over the 4 measured
     assert "**does not hold**" in lines["the mutual criteria (Eq. 3) beat v = q (both heads weighted by IoU alone)"]
     assert "**does not hold**" in lines["FCOS beats v = q (IoU alone for both heads is worse than no mutual scheme at all)"]
     assert "**within noise**" in lines["soft targets (Eq. 4) beat hard ones"]
     consistency = lines["MuSu's heads are more consistent than FCOS's (confidence ranks an object's anchors as their IoU does)"]
-    assert "**not measured** (table1/fcos has 1 finished seed of 3 (two are needed for a spread))" in consistency
-    assert "`table1/fcos`: 0.300 (1/3)" in consistency
+    assert "**not measured** (table1/fcos has 1 finished seed of 5 (two are needed for a spread))" in consistency
+    assert "`table1/fcos`: 0.300 (1/5)" in consistency
     # every ordering of the paper is on the page; those the profile does not train say so
-    assert "**not measured** (profile signal does not train table1/alpha-0 (its `rows:`))" in lines[
+    assert "**not measured** (table1/alpha-0 has 0 finished seeds of 5 (two are needed for a spread))" in lines[
         "the regulariser matters (alpha = 1/3 beats alpha = 0)"]
+    assert "**not measured** (profile signal does not train table1/alpha-1/6 (its `rows:`); " in lines[
+        "the regulariser matters (alpha = 1/6 beats alpha = 0)"]
     assert "profile signal does not train table5/alpha-1/3-A3" in lines["with alpha = 1/3, three anchors a location beat one"]
     assert "Holm's method over the\n4 orderings measured on this page" in doc
     total = len(od.orderings())

@@ -296,31 +296,36 @@ def test_synthetic_generate_settings_are_part_of_the_hash_and_never_regenerated_
         datasets.prepare(load_profile(str(other)), tmp_path / "w")
 
 
-def test_the_signal_profile_trains_its_rows_with_three_seeds_each(tmp_path, capsys):
-    """Issue 13, item 2: a profile's ``rows:`` and ``seeds:``. The signal profile trains the
-    rows of its orderings (MuSu's default row is both table1/alpha-1/3 and soft_hard/soft),
+def test_the_signal_profile_trains_its_rows_with_five_seeds_each(tmp_path, capsys):
+    """Issue 13, item 2 and issue 25, item 3: a profile's ``rows:`` and ``seeds:``. The signal profile
+    trains the rows of its orderings (MuSu's default row is both table1/alpha-1/3 and soft_hard/soft),
     each seed a run of its own; a table it has no rows of is refused when named, left
     out of ``all``; a user's own spec trains whole at its scale."""
     out = plan_json(capsys, "all", "--profile", "signal")
-    assert sorted(out["tables"]) == ["soft_hard", "table1"] and out["total_runs"] == 12
+    assert sorted(out["tables"]) == ["soft_hard", "table1"] and out["total_runs"] == 35
     by_rows = {}
     for run in out["runs"]:
         by_rows.setdefault(tuple(sorted(run["rows"])), []).append(run)
-    assert sorted(by_rows) == [("soft_hard/hard",), ("soft_hard/soft", "table1/alpha-1/3"), ("table1/fcos",),
-                               ("table1/v-q",)]
-    assert all(sorted(r["seed"] for r in runs) == [0, 1, 2] for runs in by_rows.values())
+    assert sorted(by_rows) == [("soft_hard/hard",), ("soft_hard/soft", "table1/alpha-1/3"), ("table1/alpha-0",),
+                               ("table1/alpha-1.0",), ("table1/fcos",), ("table1/v-p",), ("table1/v-q",)]
+    assert all(sorted(r["seed"] for r in runs) == [0, 1, 2, 3, 4] for runs in by_rows.values())
     assert all(r["max_iters"] == 900 for r in out["runs"])
+    # the batch its documents state: 4 images (the config's own; a CPU profile sets no images_per_gpu)
+    from reproduce.sweep.plan import Planner, plan_tables
+    profile, _, runs = plan_tables("signal", "all")
+    planner = Planner(profile)
+    assert {planner.resolve(r.config_name, r.options).train_dataloader.batch_size for r in runs} == {4}
     assert main(["plan", "table2", "--profile", "signal"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "profile 'signal' trains no row of table2" in err and "table1, soft_hard" in err
     spec = tmp_path / "mygrid.yaml"
     spec.write_text(OWN_SPEC)
     own = plan_json(capsys, str(spec), "--profile", "signal")
-    assert own["tables"] == ["mygrid"] and own["total_runs"] == 12  # 4 rows x 3 seeds
+    assert own["tables"] == ["mygrid"] and own["total_runs"] == 20  # 4 rows x 5 seeds
     from reproduce.sweep.spec import SWEEPS_DIR
     bad = tmp_path / "bad.yaml"
     bad.write_text((SWEEPS_DIR / "profiles" / "signal.yaml").read_text()
-                   .replace("name: signal", "name: bad").replace("[fcos, v-q,", "[fcos, v-z,"))
+                   .replace("name: signal", "name: bad").replace("[fcos, v-p,", "[fcos, v-z,"))
     assert main(["plan", "table1", "--profile", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "table1 has no row 'v-z'" in err and "rows.table1" in err
@@ -333,7 +338,7 @@ def test_the_readings_spec_trains_each_reading_beside_the_default_runs(capsys):
     rows = {tuple(sorted(r["rows"])) for r in out["runs"]}
     assert ("readings/default", "table1/alpha-1/3") in rows and ("readings/v-q", "table1/v-q") in rows
     assert {("readings/bag-containing",), ("readings/normalizer-batch",), ("readings/v-q-2to1",)} <= rows
-    assert out["total_runs"] == 18  # table1's 3 rows and 3 new readings, 3 seeds each
+    assert out["total_runs"] == 45  # table1's 6 rows and 3 new readings, 5 seeds each
 
 
 def test_a_warm_plan_parses_nothing_and_sees_every_changed_input(tmp_path, monkeypatch):
