@@ -44,7 +44,7 @@ else
         step "bootstrap (CPU dry run)"
         scripts/bootstrap.sh || { failed $? "bootstrap"; exit 1; }
     fi
-    SIZE=(128 160) IMAGES=12 REPEATS=2 PROFILE=gpu-check-cpu
+    SIZE=(128 160) IMAGES=3 REPEATS=1 PROFILE=gpu-check-cpu  # every step once: typos and flags, not figures
 fi
 
 # A sweeps folder of this check's own: the suite's specs and profiles, one

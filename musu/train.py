@@ -182,13 +182,52 @@ def train(cfg: Config, work_dir: str | os.PathLike, *, resume: bool = True, laun
 
 
 class MetricsCapture(Hook):
-    """Hook keeping the metrics of the last evaluation, for the caller to return."""
+    """Hook keeping the metrics of the last evaluation, for the caller to return.
+
+    ``evaluated`` says whether an evaluation ran at all (a resumed run past its last
+    iteration evaluates nothing), apart from what it found. A detector that keeps no box
+    above the score threshold on the whole split makes mmdet's CocoMetric log an error and
+    return no metrics; that is an evaluation with a result, COCO's for an empty detection
+    list (AP 0; -1 for an area range without objects), filled in here so that a run of a
+    detector that found nothing is finished at AP 0 rather than read as never evaluated."""
 
     def __init__(self) -> None:
         self.metrics: dict = {}
+        self.evaluated = False
 
     def after_val_epoch(self, runner, metrics=None) -> None:
+        self.evaluated = True
         self.metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        if not self.metrics:
+            for metric in getattr(runner.val_evaluator, "metrics", []):
+                self.metrics.update(coco_metrics_without_detections(metric))
+            if self.metrics:
+                print("[musu] no detection above the score threshold on the whole split: COCO's metrics of an "
+                      "empty result (AP 0)", file=sys.stderr, flush=True)
+
+
+def coco_metrics_without_detections(metric) -> dict[str, float]:
+    """COCOeval's bbox summary for no detections, under mmdet CocoMetric's names (``coco/bbox_mAP``,
+    ...); {} for any other evaluator, or one that only writes files (format_only: test-dev)."""
+    coco = getattr(metric, "_coco_api", None)
+    if coco is None or getattr(metric, "format_only", False) or "bbox" not in getattr(metric, "metrics", []):
+        return {}
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    empty = COCO()
+    empty.dataset = {"images": coco.dataset["images"], "categories": coco.dataset["categories"], "annotations": []}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        empty.createIndex()
+        ev = COCOeval(coco, empty, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    names = ("bbox_mAP", "bbox_mAP_50", "bbox_mAP_75", "bbox_mAP_s", "bbox_mAP_m", "bbox_mAP_l")
+    prefix = getattr(metric, "prefix", None) or "coco"
+    return {f"{prefix}/{name}": float(value) for name, value in zip(names, ev.stats[:6])}
 
 
 def main(argv=None) -> None:

@@ -380,7 +380,7 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
                                                                           step=it), maps_path=str(maps))
         runner.register_hook(consistency)
         runner.train()
-        if not capture.metrics:
+        if not capture.evaluated:
             # Resumed from the checkpoint at max_iters (the previous attempt stopped
             # after saving it, before its evaluation logged anything): mmengine's
             # loop then has nothing to train and evaluates nothing. Evaluate here,
