@@ -5,7 +5,8 @@
 #   2. reproduce check all --profile gpu-synthetic  (NMS, DCNv2, sigmoid focal loss on the GPU, data, tracking)
 #   3. 200 iterations of MuSu R-50 at full resolution on the synthetic set through `reproduce run`,
 #      ending in a COCO evaluation and Table 7's params/FLOPs/FPS, tracked in MLflow
-#   4. benchmarks/assignment.py, train_step.py (800x1333) and inference.py (FPS, 200 images) on cuda
+#   4. benchmarks/assignment.py, train_step.py (800x1333), inference.py (FPS, 200 images; then with the
+#      candidate cap per level scaled by #A) and nms_pre.py (boxes reaching NMS, post-processing) on cuda
 #
 #   benchmarks/gpu_check.sh [OUT]        figures and logs in OUT (default work_dirs/gpu-check)
 #   GPU_CHECK_DEVICE=cpu benchmarks/gpu_check.sh OUT   the same steps on CPU at toy sizes: checks
@@ -106,7 +107,12 @@ step "training-step benchmark at ${SIZE[*]}"
 step "inference (FPS) benchmark at ${SIZE[*]}, $IMAGES images"
 (cd benchmarks && "$PY" inference.py --device "$DEVICE" --size "${SIZE[@]}" --images "$IMAGES") 2>&1 \
     | tee "$OUT/inference.txt" || failed $? "inference benchmark"
+step "inference (FPS) with the candidate cap scaled by #A, and post-processing alone (Table 7's trend)"
+(cd benchmarks && "$PY" inference.py --device "$DEVICE" --size "${SIZE[@]}" --images "$IMAGES" --nms-pre-per-anchor) \
+    2>&1 | tee "$OUT/inference_nms_pre.txt" || failed $? "inference benchmark, cap per anchor"
+"$PY" benchmarks/nms_pre.py --device "$DEVICE" --size "${SIZE[@]}" --repeats "$REPEATS" 2>&1 \
+    | tee "$OUT/nms_pre.txt" || failed $? "nms_pre benchmark"
 fi
 
-step "done, $FAILED failed steps: figures in $OUT (gpu.txt, check.txt, assignment.txt, train_step.txt, inference.txt, report.md)"
+step "done, $FAILED failed steps: figures in $OUT (gpu.txt, check.txt, assignment.txt, train_step.txt, inference.txt, inference_nms_pre.txt, nms_pre.txt, report.md)"
 exit "$FAILED"

@@ -25,12 +25,17 @@ def main() -> None:
     ap.add_argument("--size", type=int, nargs=2, default=[512, 853])
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--nms-pre-per-anchor", action="store_true",
+                    help="MuSu's cap of candidates per level before NMS 1000 x #A, not mmdet's 1000 (nms_pre.py)")
     args = ap.parse_args()
     dev = args.device
     h, w = args.size
     models = {"FCOS": build("fcos_r50_1x_coco", {}, dev)}
     for a in range(1, 6):
-        models[f"MuSu #A={a}"] = build("musu_r50_1x_coco", {"model.bbox_head.num_anchors": a}, dev)
+        options = {"model.bbox_head.num_anchors": a}
+        if args.nms_pre_per_anchor:
+            options["model.test_cfg.nms_pre"] = 1000 * a
+        models[f"MuSu #A={a}"] = build("musu_r50_1x_coco", options, dev)
     for m in models.values():
         m.eval()
         with torch.no_grad():
@@ -50,7 +55,9 @@ def main() -> None:
                     torch.cuda.synchronize()
                 times[k].append(time.perf_counter() - t)
     name = torch.cuda.get_device_name() if dev == "cuda" else (platform.processor() or platform.machine())
-    print(f"device: {dev} ({name}), torch {torch.__version__}, input {h}x{w}, {args.images} images each")
+    cap = "1000 x #A" if args.nms_pre_per_anchor else "1000"
+    print(f"device: {dev} ({name}), torch {torch.__version__}, input {h}x{w}, {args.images} images each, "
+          f"MuSu's candidates per level before NMS: {cap}")
     base = 1.0 / statistics.median(times["FCOS"])
     print("| model | images/s | relative to FCOS |")
     print("|---|---|---|")

@@ -22,9 +22,11 @@ def test_gpu_check_script_runs_every_step_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = (out / "summary.txt").read_text()
     for step in ("reproduce check", "assignment benchmark", "training-step benchmark", "inference (FPS)",
-                 "MuSu R-50 on the synthetic set", "done"):
+                 "candidate cap scaled by #A", "MuSu R-50 on the synthetic set", "done, 0 failed"):
         assert step in summary, summary
     assert "checks passed" in (out / "check.txt").read_text()
     (row,) = json.loads((out / "status.json").read_text())
     assert row["state"] == "finished", row
     assert "| MuSu R-50 |" in (out / "report.md").read_text()
+    assert "| 5 | 5000 (per-anchor) |" in (out / "nms_pre.txt").read_text()
+    assert "candidates per level before NMS: 1000 x #A" in (out / "inference_nms_pre.txt").read_text()

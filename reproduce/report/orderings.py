@@ -118,20 +118,19 @@ class Verdict:
 
 
 def welch(higher: list[float], lower: list[float]) -> Welch | None:
-    """The test of one ordering; None when a side has fewer than two values (no spread to judge against)."""
+    """The test of one ordering (scipy's Welch test and its interval); None when a side has
+    fewer than two values (no spread to judge against)."""
     if len(higher) < 2 or len(lower) < 2:
         return None
-    from statistics import fmean, variance
+    from statistics import fmean
 
-    from scipy.stats import t as student
+    from scipy.stats import ttest_ind
     d = fmean(higher) - fmean(lower)
-    v1, v2 = variance(higher) / len(higher), variance(lower) / len(lower)
-    if v1 + v2 == 0:  # no spread at all: the difference is exact, the test undefined
+    if max(higher) == min(higher) and max(lower) == min(lower):  # no spread: the difference is exact, no test
         return Welch(d, d, d, 0.0 if d else 1.0)
-    se = (v1 + v2) ** 0.5
-    df = (v1 + v2) ** 2 / (v1 ** 2 / (len(higher) - 1) + v2 ** 2 / (len(lower) - 1))  # Welch-Satterthwaite
-    half = float(student.ppf(0.975, df)) * se
-    return Welch(d, d - half, d + half, float(2 * student.sf(abs(d) / se, df)))
+    result = ttest_ind(higher, lower, equal_var=False)
+    interval = result.confidence_interval(0.95)
+    return Welch(d, float(interval.low), float(interval.high), float(result.pvalue))
 
 
 def holm(ps: list[float]) -> list[float]:
