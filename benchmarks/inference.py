@@ -5,7 +5,8 @@
 Whole ``model.predict`` (backbone, neck, head, decoding, score threshold 0.05,
 top-1000 per level, NMS 0.6, 100 detections), batch 1, randomly initialised
 weights whose classification bias is raised so that every level sends its
-full 1000 candidates to NMS, as a trained model does on a busy image. Models
+full cap of candidates to NMS (1000; 1000 x #A for MuSu with
+``--nms-pre-per-anchor``), as a trained model does on a busy image. Models
 are timed interleaved in one process. Defaults fit a CPU (512x853).
 """
 from __future__ import annotations

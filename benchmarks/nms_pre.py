@@ -18,8 +18,10 @@ change): boxes a stride to four strides wide around each location, and one
 of two score regimes: ``busy``, every candidate above the 0.05 threshold (the
 upper bound inference.py also uses), and ``sparse``, 1% of (anchor, class)
 pairs above it. Neither is a trained model's distribution; together they
-bracket how much the cap can matter. Whole-model FPS with either cap:
-``inference.py --nms-pre-per-anchor``.
+bracket how much the cap can matter. Above 10,000 boxes mmcv's
+``batched_nms`` switches from one NMS over offset boxes to one NMS per class
+(its ``split_thr``), as it would in the model: part of what a larger cap costs.
+Whole-model FPS with either cap: ``inference.py --nms-pre-per-anchor``.
 """
 from __future__ import annotations
 

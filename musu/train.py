@@ -201,7 +201,7 @@ class MetricsCapture(Hook):
         if not self.metrics:
             for metric in getattr(runner.val_evaluator, "metrics", []):
                 self.metrics.update(coco_metrics_without_detections(metric))
-            if self.metrics:
+            if self.metrics and getattr(runner, "rank", 0) == 0:
                 print("[musu] no detection above the score threshold on the whole split: COCO's metrics of an "
                       "empty result (AP 0)", file=sys.stderr, flush=True)
 

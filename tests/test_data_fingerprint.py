@@ -28,6 +28,10 @@ def _root(tmp_path, name="data"):
 def test_the_fingerprint_follows_the_content_not_the_place(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert annotation_files(OPTIONS) == ["annotations/train.json", "annotations/val.json"]
+    # a test split's image list (Table 6's test-dev) is not part of it: a Table 6 run and a Table 1
+    # run of one profile compare against the same fingerprint of today's annotations
+    test_dev = {**OPTIONS, "test_dataloader.dataset.ann_file": "annotations/image_info_test-dev2017.json"}
+    assert annotation_files(test_dev) == annotation_files(OPTIONS)
     root = _root(tmp_path)
     first = data_fingerprint(root, OPTIONS)
     assert first and len(first) == 12

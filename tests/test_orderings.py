@@ -52,6 +52,13 @@ def test_a_bad_orderings_file_is_one_line(tmp_path):
     path.write_text("- {claim: c, evidence: e, metric: mAP, higher: table1/v-q, lower: table1/fcos}\n")
     with pytest.raises(UserError, match="unknown metric 'mAP'"):
         od.orderings(path)
+    # an unquoted ' #' cuts a claim short in YAML: two claims then read alike, and are refused
+    path.write_text("- claim: MuSu (alpha = 1/3, #A = 3) beats FCOS\n  evidence: e\n  metric: AP\n"
+                    "  higher: table5/alpha-1/3-A3\n  lower: table1/fcos\n"
+                    "- claim: MuSu (alpha = 1/3, #A = 3) beats FCOS++\n  evidence: e\n  metric: AP\n"
+                    "  higher: table5/alpha-1/3-A3\n  lower: table1/fcospp\n")
+    with pytest.raises(UserError, match="listed twice"):
+        od.orderings(path)
 
 
 def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
@@ -94,10 +101,10 @@ def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
     assert "**does not hold**" in lines["FCOS beats v = q (IoU alone for both heads is worse than no mutual scheme at all)"]
     assert "**within noise**" in lines["soft targets (Eq. 4) beat hard ones"]
     consistency = lines["MuSu's heads are more consistent than FCOS's (confidence ranks an object's anchors as their IoU does)"]
-    assert "**not measured** (table1/fcos has 1 finished seed of 5 (two are needed for a spread))" in consistency
+    assert "**not measured** (table1/fcos has 1 finished seed of 5, two are needed for a spread)" in consistency
     assert "`table1/fcos`: 0.300 (1/5)" in consistency
     # every ordering of the paper is on the page; those the profile does not train say so
-    assert "**not measured** (table1/alpha-0 has 0 finished seeds of 5 (two are needed for a spread))" in lines[
+    assert "**not measured** (table1/alpha-0 has 0 finished seeds of 5, two are needed for a spread)" in lines[
         "the regulariser matters (alpha = 1/3 beats alpha = 0)"]
     assert "**not measured** (profile signal does not train table1/alpha-1/6 (its `rows:`); " in lines[
         "the regulariser matters (alpha = 1/6 beats alpha = 0)"]

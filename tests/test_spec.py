@@ -97,6 +97,8 @@ def test_error_messages_name_file_row_and_field(tmp_path):
     assert "malformed YAML" in msg and "line" in msg
     msg = _err(tmp_path, base + "  - {name: a}\n", name="other.yaml")
     assert "other.yaml" in msg
+    msg = _err(tmp_path, "table: t\neval_split: val\ncolumns: [AP]\nrows:\n  - {name: a}\n")
+    assert "eval_split 'val'" in msg and "test-dev" in msg
 
 
 def test_unknown_table():

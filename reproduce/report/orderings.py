@@ -78,6 +78,9 @@ def orderings(path: Path = VOCABULARY) -> tuple[Ordering, ...]:
             sides.append((table, row))
         out.append(Ordering(required("claim"), required("evidence"),
                             metric, sides[0], sides[1]))
+        if any(o.claim == out[-1].claim for o in out[:-1]):  # a page row is read by its claim
+            raise UserError(f"claim {out[-1].claim!r} is listed twice", file=file, field=f"{where}.claim",
+                            hint="say what differs (the rows, the metric), or quote a claim holding ' #'")
     return tuple(out)
 
 
@@ -98,6 +101,11 @@ class Welch:
     low: float
     high: float
     p: float
+
+    @property
+    def exact(self) -> bool:
+        """No spread on either side (counts such as parameters): the difference is known, no test applies."""
+        return self.low == self.high
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,7 @@ def verdicts(tables: list, trained: dict[str, list[str]] | None = None, profile:
                 whys.append(f"{table}/{row} is a reference row (the paper's numbers; the suite does not train it)")
             elif len(cell.values) < 2:
                 whys.append(f"{table}/{row} has {len(cell.values)} finished seed{'s' * (len(cell.values) != 1)} "
-                            f"of {planned} (two are needed for a spread)")
+                            f"of {planned}, two are needed for a spread")
         test = None if whys else welch(list(sides[0].values), list(sides[1].values))
         pending.append((o, sides, test, "; ".join(dict.fromkeys(whys))))
     adjusted = iter(holm([test.p for _, _, test, _ in pending if test is not None]))

@@ -141,6 +141,8 @@ def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
     env.filters["side"] = side
     env.filters["effect"] = effect
     env.filters["pvalue"] = lambda p: "-" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+    env.filters["raw_p"] = lambda v: "-" if v.test is None else ("exact" if v.test.exact else env.filters["pvalue"](v.test.p))
+    env.filters["holm_p"] = lambda v: "-" if v.test is None else ("exact" if v.test.exact else env.filters["pvalue"](v.p_holm))
     counts = [(name, sum(v.verdict == name for v in found)) for name in (od.HOLDS, od.FAILS, od.NOISE, od.UNMEASURED)]
     return env.get_template("orderings.md.j2").render(
         profile=profile, verdicts=found, alpha=od.ALPHA, measured=sum(v.test is not None for v in found),

@@ -23,6 +23,7 @@ METHODS = ("musu", "fcos", "fcospp", "atss", "paa", "autoassign", "freeanchor", 
 BACKBONES = ("r50", "r101", "r101-dcn")
 SCHEDULES = ("1x", "2x")
 MAX_ROWS = 10_000  # rows a table may expand to (a grid is counted before it is built)
+EVAL_SPLITS = ("test-dev",)  # the paper's unlabeled split (COCO test-dev), scored by COCO's server
 TABLE_KEYS = {"table", "title", "caption", "columns", "defaults", "rows", "eval_split", "mark_best", "plot"}
 PLOT_KEYS = {"x", "group", "xlabel", "skip_rows_setting"}
 ROW_KEYS = {"name", "label", "section", "method", "backbone", "schedule", "set", "paper", "reference", "train",
@@ -236,8 +237,14 @@ def parse_table(data: Any, file: str) -> Table:
                 raise UserError("duplicate row name", file=file, row=rows[-1].name, field="name",
                                 hint="row names must be unique within a table")
             seen.add(rows[-1].name)
+    eval_split = data.get("eval_split")
+    if eval_split is not None and eval_split not in EVAL_SPLITS:
+        # (it turns on the profile's unlabeled split for every row: a typo must not pass silently)
+        raise UserError(f"eval_split {eval_split!r} is not one the suite knows", file=file, field="eval_split",
+                        hint=f"use {', '.join(EVAL_SPLITS)} (rows then also write detections on the profile's "
+                             "test_info split), or leave it out")
     return Table(name=name, title=str(data.get("title", name)), caption=str(data.get("caption", "")),
-                 columns=list(columns), rows=rows, file=file, eval_split=data.get("eval_split"),
+                 columns=list(columns), rows=rows, file=file, eval_split=eval_split,
                  mark_best=mark_best, plot=plot)
 
 
