@@ -148,6 +148,56 @@ def raw_runs(cl, profile: str, hashes=None) -> dict[str, list]:
     return out
 
 
+# ---- a store's password through every verb (MariaDB, PostgreSQL, three nodes on one server) ----------
+PASSWORD = "p/a?s#s:w@o%rd"  # every character that ends or splits a URI's parts
+
+
+def password_forms(password: str = PASSWORD) -> set[str]:
+    """The password as typed and as a URI carries it (percent-encoded, with and without '/')."""
+    from urllib.parse import quote
+    return {password, quote(password, safe=""), quote(password)}
+
+
+def password_checked_cli(work: Path, sweeps: Path, uri: str, forms: set[str], timeout: int = 900):
+    """``cli(VERB, ...)``: ``reproduce`` in ``work`` on the tests' ``ci`` profile and the store ``uri``
+    (``store=`` another; ``cancel`` reads no store and takes no --tracking-uri), failing the test if
+    what it printed holds the password in any of ``forms``."""
+    import sys
+
+    def cli(*argv, store=uri, timeout=timeout):
+        given = ["--profile", "ci", "--sweeps", str(sweeps), "--workdir", str(work)]
+        if argv[0] != "cancel":
+            given += ["--tracking-uri", store]
+        out = subprocess.run([sys.executable, "-m", "reproduce.cli", *argv, *given], cwd=work, capture_output=True,
+                             text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        said = out.stdout + out.stderr
+        assert not [f for f in forms if f in said], f"{argv[0]} printed the password: {said[-2000:]}"
+        return out
+    return cli
+
+
+def cancel_another_config(cli, *run_args: str) -> None:
+    """Another config of table ``one`` (b=0.2), submitted with ``run_args``, cancelled while it trains and
+    read back as cancelled (status lists a SLURM job that is still completing as running: polled 120 s)."""
+    import json
+    other = ("one", "--set", "b=0.2")
+    out = cli("run", *other, *run_args, "--no-wait")
+    assert out.returncode == 0 and "1 to submit" in out.stderr, out.stderr[-2000:]
+    cancel = cli("cancel", *other, "--yes")
+    assert cancel.returncode == 0 and "cancelled" in cancel.stderr + cancel.stdout, cancel.stderr
+    deadline = time.time() + 120
+    while (one := json.loads(cli("status", *other, "--json").stdout)[0])["state"] in ("running", "queued") \
+            and time.time() < deadline:
+        time.sleep(2)
+    assert one["state"] == "cancelled", one
+
+
+def assert_stored_nowhere(work: Path, forms: set[str]) -> None:
+    """No file under ``work`` (job pickles, records, logs, MLflow's files) holds the password."""
+    leaks = [str(p) for p in work.rglob("*") if p.is_file() and any(f.encode() in p.read_bytes() for f in forms)]
+    assert not leaks, f"the password is stored in {leaks}"
+
+
 _STARTED = time.time()
 
 

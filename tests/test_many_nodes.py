@@ -12,19 +12,17 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
-from conftest import drop_mariadb_store, mariadb_store
+from conftest import (PASSWORD, assert_stored_nowhere, cancel_another_config, drop_mariadb_store, mariadb_store,
+                      password_checked_cli, password_forms)
 from reproduce.backends.records import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
 LOCAL_SLURM = ["bash", str(ROOT / "cluster" / "local-slurm.sh")]
-PASSWORD = "p/a?s#s:w@o%rd"
 pytestmark = pytest.mark.slow
 
 THREE_SEEDS = """\
@@ -54,7 +52,7 @@ def test_a_table_spreads_over_three_nodes_logging_to_one_server_on_mariadb(tmp_p
                                                                           mariadb):
     (ci_sweeps / "three.yaml").write_text(THREE_SEEDS)
     db = user = f"musu_n_{tmp_path.name[-20:].replace('-', '_')}"
-    forms = {PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD)}
+    forms = password_forms(PASSWORD)
     server_dir, port = tmp_path / "server", free_port()
     started = subprocess.run([*LOCAL_SLURM, "start", "--nodes", "3"], capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, started.stderr
@@ -68,16 +66,7 @@ def test_a_table_spreads_over_three_nodes_logging_to_one_server_on_mariadb(tmp_p
         uri = start.stdout.strip()
         work = tmp_path / "w"
         work.mkdir()
-        args = ["--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(work), "--tracking-uri", uri]
-
-        def cli(*argv, timeout=900):
-            # cancel reads no store: it takes no --tracking-uri
-            given = args[:-2] if argv[0] == "cancel" else args
-            out = subprocess.run([*REPRODUCE, *argv, *given], cwd=work, capture_output=True, text=True,
-                                 timeout=timeout, stdin=subprocess.DEVNULL)
-            said = out.stdout + out.stderr
-            assert not [f for f in forms if f in said], f"{argv[0]} printed the password: {said[-2000:]}"
-            return out
+        cli = password_checked_cli(work, ci_sweeps, uri, forms)
 
         out = cli("run", "three", "--cluster", slurm_cluster, "--poll", "1")
         assert out.returncode == 0 and "3/3 finished" in out.stderr, out.stderr[-3000:]
@@ -99,19 +88,8 @@ def test_a_table_spreads_over_three_nodes_logging_to_one_server_on_mariadb(tmp_p
         assert again.returncode == 0 and "3 finished" in again.stderr and "0 to submit" in again.stderr, again.stderr
 
         # another run (b=0.2: another config) submitted to the three nodes and cancelled through the same server
-        other = ("one", "--set", "b=0.2")
-        out = cli("run", *other, "--cluster", slurm_cluster, "--no-wait")
-        assert out.returncode == 0 and "1 to submit" in out.stderr, out.stderr[-2000:]
-        cancel = cli("cancel", *other, "--yes")
-        assert cancel.returncode == 0 and "cancelled" in cancel.stderr + cancel.stdout, cancel.stderr
-        deadline = time.time() + 120  # SLURM lists a cancelled job while it is completing
-        while (one := json.loads(cli("status", *other, "--json").stdout)[0])["state"] in ("running", "queued") \
-                and time.time() < deadline:
-            time.sleep(2)
-        assert one["state"] == "cancelled", one
-
-        leaks = [str(p) for p in work.rglob("*") if p.is_file() and any(f.encode() in p.read_bytes() for f in forms)]
-        assert not leaks, f"the password is stored in {leaks}"
+        cancel_another_config(cli, "--cluster", slurm_cluster)
+        assert_stored_nowhere(work, forms)
     finally:
         if start is not None:
             subprocess.run([*REPRODUCE, "server", "stop", "--workdir", str(server_dir)], capture_output=True,

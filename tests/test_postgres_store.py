@@ -10,18 +10,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
+from conftest import PASSWORD, assert_stored_nowhere, cancel_another_config, password_checked_cli, password_forms
 from test_many_nodes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 REPRODUCE = [sys.executable, "-m", "reproduce.cli"]
 POSTGRES = ["bash", str(ROOT / "cluster" / "postgres-db.sh")]
-PASSWORD = "p/a?s#s:w@o%rd"
 pytestmark = pytest.mark.slow
 
 
@@ -44,7 +42,7 @@ def postgres_uri():
 
 
 def test_a_table_through_reproduce_server_on_postgresql_then_read_directly(tmp_path, ci_sweeps, postgres_uri):
-    forms = {PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD)}
+    forms = password_forms(PASSWORD)
     server_dir, port = tmp_path / "server", free_port()
     start = subprocess.run([*REPRODUCE, "server", "start", "--workdir", str(server_dir), "--backend-store-uri",
                             postgres_uri, "--artifacts", str(tmp_path / "shared-artifacts"), "--port", str(port)],
@@ -55,15 +53,7 @@ def test_a_table_through_reproduce_server_on_postgresql_then_read_directly(tmp_p
         work = tmp_path / "w"
         work.mkdir()
 
-        def cli(*argv, store=uri, timeout=900):
-            given = ["--profile", "ci", "--sweeps", str(ci_sweeps), "--workdir", str(work)]
-            if argv[0] != "cancel":  # cancel reads no store: it takes no --tracking-uri
-                given += ["--tracking-uri", store]
-            out = subprocess.run([*REPRODUCE, *argv, *given], cwd=work, capture_output=True, text=True,
-                                 timeout=timeout, stdin=subprocess.DEVNULL)
-            said = out.stdout + out.stderr
-            assert not [f for f in forms if f in said], f"{argv[0]} printed the password: {said[-2000:]}"
-            return out
+        cli = password_checked_cli(work, ci_sweeps, uri, forms)
 
         out = cli("run", "one", "--poll", "1")
         assert out.returncode == 0 and "1/1 finished" in out.stderr, out.stderr[-3000:]
@@ -78,19 +68,8 @@ def test_a_table_through_reproduce_server_on_postgresql_then_read_directly(tmp_p
         again = cli("run", "one", "--rerun-stale", "--no-wait")
         assert again.returncode == 0 and "1 finished" in again.stderr and "0 to submit" in again.stderr, again.stderr
 
-        other = ("one", "--set", "b=0.2")  # another config, submitted and cancelled while it trains
-        out = cli("run", *other, "--no-wait")
-        assert out.returncode == 0 and "1 to submit" in out.stderr, out.stderr[-2000:]
-        cancel = cli("cancel", *other, "--yes")
-        assert cancel.returncode == 0 and "cancelled" in cancel.stderr + cancel.stdout, cancel.stderr
-        deadline = time.time() + 120
-        while (one := json.loads(cli("status", *other, "--json").stdout)[0])["state"] in ("running", "queued") \
-                and time.time() < deadline:
-            time.sleep(2)
-        assert one["state"] == "cancelled", one
-
-        leaks = [str(p) for p in work.rglob("*") if p.is_file() and any(f.encode() in p.read_bytes() for f in forms)]
-        assert not leaks, f"the password is stored in {leaks}"
+        cancel_another_config(cli)  # another config, submitted and cancelled while it trains
+        assert_stored_nowhere(work, forms)
     finally:
         subprocess.run([*REPRODUCE, "server", "stop", "--workdir", str(server_dir)], capture_output=True, text=True,
                        timeout=120)
