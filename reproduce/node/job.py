@@ -287,8 +287,12 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
                 tracking.tracked([done]), code, data, libraries if payload.stale_libraries else None)):
             return done
         return None
+    found_meanwhile: list = []  # the finished run the lease's claim found (rank 0 claims)
+
     def finished_id() -> str | None:
         done = finished()
+        if done is not None:
+            found_meanwhile.append(done)
         return done.run_id if done is not None else None
     done = finished()
     if done is not None:
@@ -331,8 +335,7 @@ def run_training(payload: Payload, requeue_signal: int | None = None,
         if lease.finished_meanwhile is not None:
             print(f"[reproduce] {payload.config_hash} finished meanwhile (MLflow run {lease.finished_meanwhile}); "
                   "nothing to train", flush=True)
-            done = finished() if rank == 0 else None
-            return dict(done.metrics) if done is not None else {}
+            return dict(found_meanwhile[-1].metrics) if found_meanwhile else {}
         who = refused[0] if refused else "a job of another work dir"
         print(f"[reproduce] {payload.config_hash} is being trained by {who}, which logs to the same store; this "
               "job exits without training", flush=True)

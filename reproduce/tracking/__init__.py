@@ -348,7 +348,7 @@ class Tracker:
             raise
         if r.info.lifecycle_stage != "active":
             return None
-        return Read(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time or 0)
+        return Read.of(r)
 
     def _search(self, exp: str, query: str, deleted_only: bool = False) -> list:
         """The experiment's runs MLflow returns for ``query``, newest first, as ``settled.Read``s."""
@@ -363,8 +363,7 @@ class Tracker:
             page = retry(lambda: self.client.search_runs([exp], filter_string=query, run_view_type=view,
                                                          max_results=SEARCH_PAGE, page_token=token,
                                                          order_by=["attributes.start_time DESC"]))
-            out.extend(Read(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time or 0)
-                       for r in page)
+            out.extend(Read.of(r) for r in page)
             token = page.token
             if not token:
                 return out

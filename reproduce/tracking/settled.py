@@ -51,6 +51,11 @@ class Read:
     metrics: dict
     start_time: int
 
+    @classmethod
+    def of(cls, run) -> "Read":
+        """An MLflow ``Run`` as read (``get_run`` or ``search_runs``); its dicts handed over, not copied."""
+        return cls(run.info.run_id, run.info.status, run.data.tags, run.data.metrics, run.info.start_time or 0)
+
 
 # ``fetch(None)`` -> (every active run, newest first; []); ``fetch(since_ms)`` -> (the active runs
 # not FINISHED or FINISHED at or after ``since_ms``, each once; the ids of the deleted runs)
