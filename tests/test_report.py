@@ -2,10 +2,10 @@
 LaTeX compiles; JSON cells carry reproduced, paper, difference and status."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
-import subprocess
 
 import pytest
 
@@ -66,15 +66,16 @@ def test_without_pdflatex_the_tex_is_written_and_the_pdf_skipped_on_one_line(cap
     assert (tmp_path / "table2.tex").is_file() and not (tmp_path / "table2.pdf").exists()
 
 
-@pytest.mark.skipif(shutil.which("chromedriver") is None, reason="chromium-driver comes with scripts/bootstrap.sh")
-def test_html_page_loads_without_errors(tmp_path, capsys):
+NEEDS_CHROMIUM = pytest.mark.skipif(shutil.which("chromedriver") is None,
+                                    reason="chromium-driver comes with scripts/bootstrap.sh")
+
+
+@contextlib.contextmanager
+def chromium():
+    """A headless Chromium (selenium) that keeps the page's console log, quit afterwards."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
-    render(capsys, "all", "--paper", "--format", "html", "-o", str(tmp_path))
-    page = tmp_path / "index.html"
-    html = page.read_text()
-    assert "<script" not in html and "http" not in html.replace("http-equiv", "")  # self-contained, offline
     opts = Options()
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--no-first-run", "--disable-component-update"):
@@ -83,20 +84,87 @@ def test_html_page_loads_without_errors(tmp_path, capsys):
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def loaded_images(driver) -> list:
+    images = driver.find_elements("css selector", "figure img")
+    assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im)
+               for im in images)
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+    return images
+
+
+def finished_runs(tmp_path, profile: str, runs: list[dict], values: list[dict[str, float]]) -> None:
+    """``runs`` (from ``plan --json``) finished in the work dir's MLflow store with ``values``,
+    as the jobs would leave them."""
+    from reproduce import tracking
+    from reproduce.node.fingerprint import code_fingerprint, library_versions
+    cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
+    exp = tracking.Tracker(cl.tracking_uri).experiment(profile)
+    for run, metrics in zip(runs, values, strict=True):
+        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint(),
+                                     tracking.TAG_LIBS: library_versions()})
+        for name, value in metrics.items():
+            cl.log_metric(r.info.run_id, name, value)
+        cl.set_terminated(r.info.run_id, "FINISHED")
+
+
+@NEEDS_CHROMIUM
+def test_html_page_loads_without_errors(tmp_path, capsys):
+    render(capsys, "all", "--paper", "--format", "html", "-o", str(tmp_path))
+    page = tmp_path / "index.html"
+    html = page.read_text()
+    assert "<script" not in html and "http" not in html.replace("http-equiv", "")  # self-contained, offline
+    with chromium() as driver:
         driver.get(page.as_uri())
         assert driver.title == "MuSu reproduction report"
         assert len(driver.find_elements("css selector", "section table")) == 8
-        images = driver.find_elements("css selector", "figure img")
-        assert len(images) == 3  # Tables 1, 4 and 5
-        assert all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", im)
-                   for im in images)
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == []
+        assert len(loaded_images(driver)) == 3  # Tables 1, 4 and 5
         driver.set_window_size(1300, 2400)
         driver.save_screenshot(str(tmp_path / "report.png"))
-    finally:
-        driver.quit()
     assert (tmp_path / "report.png").stat().st_size > 10000
+
+
+@NEEDS_CHROMIUM
+def test_html_page_of_synthetic_runs_shows_the_orderings_and_no_difference_to_coco(tmp_path, capsys):
+    """Issue 25, item 7: the orderings as a picture (effects and intervals against zero, by verdict)
+    and a table beside the results; synthetic AP is never subtracted from COCO's."""
+    import yaml
+
+    from reproduce.sweep.spec import SWEEPS_DIR
+    profile = yaml.safe_load((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text())
+    profile.update(name="seeded", seeds=3, rows={"table1": ["fcos", "alpha-1/3", "alpha-0"]})
+    (tmp_path / "seeded.yaml").write_text(yaml.safe_dump(profile))
+    common = ["--profile", str(tmp_path / "seeded.yaml"), "--workdir", str(tmp_path)]
+    assert main(["plan", "table1", *common[:2], "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    ap = {"fcos": (10.0, 10.5, 11.0), "alpha-1/3": (14.0, 14.4, 15.0), "alpha-0": (14.2, 14.6, 15.1)}
+    finished_runs(tmp_path, "seeded", runs, [{"AP": ap[r["rows"][0][1]][r["seed"]]} for r in runs])
+    render(capsys, "table1", *common, "--format", "html", "-o", str(tmp_path / "page"))
+    page = tmp_path / "page" / "index.html"
+    html = page.read_text()
+    assert 'class="diff-pos"' not in html and 'class="diff-neg"' not in html
+    assert "No difference to the paper is printed: profile seeded trains on synthetic data" in html
+    assert (tmp_path / "page" / "orderings_seeded.png").is_file()
+    with chromium() as driver:
+        driver.get(page.as_uri())
+        images = loaded_images(driver)
+        assert [im.get_attribute("alt") for im in images] == [
+            "each measured ordering's effect with its 95% interval, coloured by verdict", "table1 plot"]
+        rows = driver.find_elements("css selector", "table.orderings tbody tr")
+        assert len(rows) == 54  # every ordering of the paper is listed
+        verdicts = {r.find_elements("css selector", "td")[0].text: r.find_elements("css selector", "td")[7].text
+                    for r in rows}
+        assert verdicts["MuSu is more accurate than FCOS"] == "holds"
+        assert verdicts["the regulariser matters (alpha = 1/3 beats alpha = 0)"] == "within noise"
+        assert verdicts["the mutual criteria (Eq. 3) beat v = p (both heads weighted by confidence alone)"] \
+            .startswith("not measured (profile seeded does not train table1/v-p")
+        driver.set_window_size(1300, 2400)
+        driver.save_screenshot(str(tmp_path / "orderings.png"))
+    assert (tmp_path / "orderings.png").stat().st_size > 10000
 
 
 def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
@@ -131,7 +199,52 @@ def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
     assert row["cells"]["AP"]["reproduced"] == pytest.approx(7 / 3)
     assert row["cells"]["AP"]["std"] == pytest.approx(1.5275, abs=1e-3)
     assert main(["report", "seeded", *common, "--format", "md"]) == 0
-    assert "| musu | **2.3** ± 1.5 / 40.6 (-38.3) | 3 |" in capsys.readouterr().out
+    md = capsys.readouterr().out
+    # synthetic AP minus COCO's compares nothing: no difference, and the page says why
+    assert "| musu | **2.3** ± 1.5 / 40.6 | 3 |" in md, md
+    assert "no difference is printed: profile smoke trains on synthetic data" in md
+    assert row["cells"]["AP"]["difference"] is None and "COCO" in table["no_difference_because"]
+    assert main(["report", "seeded", *common, "--format", "tex", "-o", str(tmp_path / "tex")]) == 0
+    assert (tmp_path / "tex" / "seeded.pdf").stat().st_size > 1000  # two columns a metric, not three
+
+
+def test_a_profile_on_coco_prints_the_difference_to_the_paper(tmp_path, capsys):
+    """Only where the profile's data is the paper's (COCO) is "reproduced minus paper" a gap."""
+    import shutil as sh
+
+    import yaml
+
+    from reproduce import tracking
+    from reproduce.node.fingerprint import code_fingerprint, library_versions
+    from reproduce.sweep.spec import SWEEPS_DIR
+    sweeps = tmp_path / "sweeps"
+    sh.copytree(SWEEPS_DIR, sweeps)
+    (sweeps / "seeded.yaml").write_text("table: seeded\ncolumns: [AP]\nrows:\n"
+                                        "  - {name: musu, seeds: 2, paper: {AP: 40.6}}\n")
+    profile = yaml.safe_load((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text())
+    profile.update(name="coco-subset", dataset={**profile["dataset"], "type": "coco"})
+    profile["dataset"].pop("generate")
+    (tmp_path / "coco-subset.yaml").write_text(yaml.safe_dump(profile))
+    common = ["--profile", str(tmp_path / "coco-subset.yaml"), "--sweeps", str(sweeps), "--workdir", str(tmp_path)]
+    assert main(["plan", "seeded", *common[:4], "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
+    exp = tracking.Tracker(cl.tracking_uri).experiment("coco-subset")
+    for run, ap in zip(plan["runs"], (30.0, 32.0)):
+        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint(),
+                                     tracking.TAG_LIBS: library_versions()})
+        cl.log_metric(r.info.run_id, "AP", ap)
+        cl.set_terminated(r.info.run_id, "FINISHED")
+    assert main(["report", "seeded", *common, "--format", "md"]) == 0
+    md = capsys.readouterr().out
+    assert "| musu | **31.0** ± 1.4 / 40.6 (-9.6) | 2 |" in md and "no difference" not in md, md
+    assert main(["report", "seeded", *common, "--format", "tex"]) == 0
+    tex = capsys.readouterr().out
+    assert r"musu & \textbf{31.0}$\pm$1.4 & 40.6 & -9.6 & 2" in tex, tex
+    assert main(["report", "seeded", *common, "--format", "json"]) == 0
+    (table,) = json.loads(capsys.readouterr().out)
+    assert table["no_difference_because"] is None
+    assert table["rows"][0]["cells"]["AP"]["difference"] == pytest.approx(-9.6)
 
 
 def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
@@ -167,7 +280,7 @@ def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):
     assert rows["other"]["cells"]["AP"]["best"] is True  # the only complete row
     assert main(["report", "seeded", *common, "--format", "md"]) == 0
     md = capsys.readouterr().out
-    assert "| musu | 6.0 ± 1.4 (2/3 seeds) / 40.6 (-34.6) | 2 |" in md, md
+    assert "| musu | 6.0 ± 1.4 (2/3 seeds) / 40.6 | 2 |" in md, md
     for fmt in ("tex", "html"):
         assert main(["report", "seeded", *common, "--format", fmt]) == 0
         assert "2/3" in capsys.readouterr().out

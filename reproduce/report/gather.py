@@ -26,6 +26,7 @@ class Cell:
     best: bool = False
     seeds: tuple[int, int] | None = None  # (finished, planned) while some seeds of the row are not finished
     values: list[float] = field(default_factory=list)  # one per finished seed (``orderings`` judges them)
+    compared: bool = True  # False: the profile's data is not the paper's (``Profile.unlike_paper``), no difference
 
     @property
     def partial(self) -> str:
@@ -34,7 +35,7 @@ class Cell:
 
     @property
     def diff(self) -> float | None:
-        if self.value is None or self.paper is None:
+        if self.value is None or self.paper is None or not self.compared:
             return None
         return self.value - self.paper
 
@@ -68,6 +69,7 @@ class ReportTable:
     profile: str
     rows: list[ReportRow]
     paper_only: bool
+    unlike_paper: str = ""  # why no difference to the paper is printed ('' when one is: ``Profile.unlike_paper``)
 
     @property
     def spec(self) -> str:
@@ -98,11 +100,12 @@ def gather(sweep: Sweep, paper_only: bool = False) -> list[ReportTable]:
     settled = {h: v.tracked for h, v in views.items()}
     finished = finished_metrics(settled)
     out, rows_of = [], sweep.rows()
+    unlike = "" if paper_only else sweep.profile.unlike_paper
     for table in sweep.tables:
         rows = []
         for rv in (r for r in rows_of if r.table is table):
             row = rv.row
-            cells = [Cell(m, row.paper.get(m)) for m in table.columns]
+            cells = [Cell(m, row.paper.get(m), compared=not unlike) for m in table.columns]
             if paper_only:
                 rows.append(ReportRow(row.name, row.label, row.section, "paper", "", 0, cells, row.switches))
                 continue
@@ -131,7 +134,7 @@ def gather(sweep: Sweep, paper_only: bool = False) -> list[ReportTable]:
                                   finished_ids=[settled[h].finished_id for h in seeds if settled[h].finished_id],
                                   runs_planned=len(seeds)))
         _mark_best(rows, paper_only, table)
-        out.append(ReportTable(table, sweep.profile.name, rows, paper_only))
+        out.append(ReportTable(table, sweep.profile.name, rows, paper_only, unlike))
     return out
 
 

@@ -47,7 +47,15 @@ def _env(autoescape: bool) -> jinja2.Environment:
     env.filters["tex"] = tex_escape
     env.filters["md_label"] = md_label
     env.filters["html_label"] = tex_to_html
-    env.globals.update(HEADERS={k: m.tex for k, m in metrics().items()}, MD_HEADERS={k: m.md for k, m in metrics().items()})
+    env.filters["code_spans"] = code_spans
+    # the orderings (``judged``): a row's seeds, the effect, p before and after Holm's correction
+    env.filters["side"] = _side
+    env.filters["effect"] = _effect
+    env.filters["raw_p"] = lambda v: "-" if v.test is None else ("exact" if v.test.exact else _pvalue(v.test.p))
+    env.filters["holm_p"] = lambda v: "-" if v.test is None else ("exact" if v.test.exact else _pvalue(v.p_holm))
+    env.globals.update(HEADERS={k: m.tex for k, m in metrics().items()}, MD_HEADERS={k: m.md for k, m in metrics().items()},
+                       VERDICT_CLASS={"holds": "v-holds", "does not hold": "v-fails", "within noise": "v-noise",
+                                      "not measured": "v-none"})
     return env
 
 
@@ -94,59 +102,84 @@ def tex_to_html(text: str) -> "jinja2.utils.Markup":
     return Markup(html)
 
 
+def code_spans(text: str) -> "jinja2.utils.Markup":
+    """Markdown's `code` spans in a sentence (the orderings' reasons) as HTML's <code>, the rest escaped."""
+    from markupsafe import Markup, escape
+    parts = str(text).split("`")
+    return Markup("".join(str(escape(p)) if i % 2 == 0 else f"<code>{escape(p)}</code>" for i, p in enumerate(parts)))
+
+
 def md_label(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, str]] | None = None) -> str:
+def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, str]] | None = None,
+           orderings: dict | None = None) -> str:
+    """``tables`` in one format; the HTML page also shows ``orderings`` (``judged``, with its
+    ``plot``) when given."""
     if fmt_name == "json":
         return json.dumps([dict(table=t.table.name, profile=t.profile, paper_only=t.paper_only,
-                                columns=t.table.columns,
+                                columns=t.table.columns, no_difference_because=t.unlike_paper or None,
                                 rows=[dict(name=r.name, label=r.label, section=r.section, status=r.status,
                                            detail=r.detail, runs=r.runs, stale=r.stale, submit=r.submit,
                                            cells={c.metric: c.as_json() for c in r.cells}) for r in t.rows])
                            for t in tables], indent=1)
     template = {"md": "table.md.j2", "tex": "document.tex.j2", "html": "page.html.j2"}[fmt_name]
     env = _env(autoescape=fmt_name == "html")
-    text = env.get_template(template).render(tables=tables, plots=plots or {})
+    text = env.get_template(template).render(tables=tables, plots=plots or {}, orderings=orderings)
     return re.sub(r"\n{3,}", "\n\n", text) if fmt_name == "md" else text
 
 
-def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
-    """The orderings document (``reproduce.report.orderings``): every ordering the paper reports,
-    judged where ``tables`` hold both rows' seeds and said to be not measured, and why, elsewhere."""
+def judged(tables: list[ReportTable], profile: Profile) -> dict:
+    """Every ordering the paper reports (``reproduce.report.orderings``), judged where ``tables``
+    hold both rows' seeds and said to be not measured, and why, elsewhere: what the orderings
+    document and the HTML page's orderings section show."""
+    from reproduce.report import orderings as od
+    found = od.verdicts(tables, profile.rows, profile.name)
+    counts = [(name, sum(v.verdict == name for v in found)) for name in (od.HOLDS, od.FAILS, od.NOISE, od.UNMEASURED)]
+    return dict(profile=profile, verdicts=found, alpha=od.ALPHA, measured=sum(v.test is not None for v in found),
+                counts=[c for c in counts if c[1]])
+
+
+def concerns_orderings(tables: list[ReportTable]) -> bool:
+    """Whether any ordering of the paper has a row in ``tables`` (else there is nothing to judge)."""
     from reproduce.report import orderings as od
     named = {t.table.name for t in tables}
-    if not any(t in named for o in od.orderings() for t, _ in (o.higher, o.lower)):
+    return any(t in named for o in od.orderings() for t, _ in (o.higher, o.lower))
+
+
+def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
+    """The orderings document: ``judged`` as Markdown."""
+    from reproduce.report import orderings as od
+    if not concerns_orderings(tables):
         raise UserError("none of the paper's orderings has its rows in these tables",
                         hint="report the tables that hold them: " + ", ".join(sorted(
                             {t for o in od.orderings() for t, _ in (o.higher, o.lower)})))
-    found = od.verdicts(tables, profile.rows, profile.name)
-    env = _env(autoescape=False)
+    return _env(autoescape=False).get_template("orderings.md.j2").render(**judged(tables, profile)) + "\n"
 
-    def side(s, metric: str) -> str:
-        if s is None:
-            return "-"
-        if s.mean is None:
-            return f"`{s.row}`: no finished seed (0/{s.planned})"
-        spread = f" ± {fmt_spread(metric, s.std)}" if s.std is not None else ""
-        return f"`{s.row}`: {fmt(metric, s.mean)}{spread} ({len(s.values)}/{s.planned})"
 
-    def effect(v, metric: str) -> str:
-        if v.test is None:
-            return "-"
-        show = metrics()[metric].format
-        return f"{show(v.test.difference, True)} [{show(v.test.low, True)}, {show(v.test.high, True)}]"
+def _side(s, metric: str, quote: str = "`") -> str:
+    """One row of an ordering: its mean ± std over seeds (finished/planned); ``quote`` marks the
+    row's name as code (Markdown's backtick; none on the HTML page)."""
+    if s is None:
+        return "-"
+    name = f"{quote}{s.row}{quote}"
+    if s.mean is None:
+        return f"{name}: no finished seed (0/{s.planned})"
+    spread = f" ± {fmt_spread(metric, s.std)}" if s.std is not None else ""
+    return f"{name}: {fmt(metric, s.mean)}{spread} ({len(s.values)}/{s.planned})"
 
-    env.filters["side"] = side
-    env.filters["effect"] = effect
-    env.filters["pvalue"] = lambda p: "-" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-    env.filters["raw_p"] = lambda v: "-" if v.test is None else ("exact" if v.test.exact else env.filters["pvalue"](v.test.p))
-    env.filters["holm_p"] = lambda v: "-" if v.test is None else ("exact" if v.test.exact else env.filters["pvalue"](v.p_holm))
-    counts = [(name, sum(v.verdict == name for v in found)) for name in (od.HOLDS, od.FAILS, od.NOISE, od.UNMEASURED)]
-    return env.get_template("orderings.md.j2").render(
-        profile=profile, verdicts=found, alpha=od.ALPHA, measured=sum(v.test is not None for v in found),
-        counts=[c for c in counts if c[1]]) + "\n"
+
+def _effect(v, metric: str) -> str:
+    """An ordering's effect: higher minus lower with its 95% interval, in the metric's units."""
+    if v.test is None:
+        return "-"
+    show = metrics()[metric].format
+    return f"{show(v.test.difference, True)} [{show(v.test.low, True)}, {show(v.test.high, True)}]"
+
+
+def _pvalue(p: float | None) -> str:
+    return "-" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def compile_pdfs(texs: list[Path]) -> None:

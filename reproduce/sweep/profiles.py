@@ -92,6 +92,15 @@ class Profile:
         raise UserError(f"profile {self.name!r} has no config for {key}", file=table_file, row=row_name,
                         field="method", hint=f"add a '{key}' entry under configs: in {self.file}")
 
+    @property
+    def unlike_paper(self) -> str:
+        """Why this profile's numbers cannot be set against the paper's ('' when they can): the
+        paper's are COCO's, and AP on other data minus COCO's AP measures no gap to close."""
+        if self.dataset["type"] == "coco":
+            return ""
+        return (f"profile {self.name} trains on {self.dataset['type']} data and the paper's numbers are COCO's, "
+                "so their difference measures nothing; the orderings between rows are what it can test")
+
     def sec_per_iter(self, backbone: str) -> float:
         table = self.cost.get("sec_per_iter", {})
         for pattern, value in table.items():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from reproduce.errors import UserError
 from reproduce.report.gather import attach_maps, gather
-from reproduce.report.render import compile_pdfs, render, render_orderings
+from reproduce.report.render import compile_pdfs, concerns_orderings, judged, render, render_orderings
 from reproduce.sweep.sweep import Sweep
 
 
@@ -26,7 +26,7 @@ def cmd_report(args) -> int:
             (args.output / "orderings.md").write_text(doc)
             print(args.output / "orderings.md")
         return 0
-    plots = {}
+    plots, page_orderings = {}, None
     if args.format == "html" or args.output:
         from reproduce.report.plots import make_plots
         plots = make_plots(tables, args.output or (args.workdir / "reports-tmp"))
@@ -34,16 +34,21 @@ def cmd_report(args) -> int:
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:
             attach_maps(tables, sweep.tracker(read_only=True), Path(tmp))
+        if concerns_orderings(tables):  # the page shows them beside the tables, as a picture and a table
+            from reproduce.report.plots import orderings_plot
+            page_orderings = judged(tables, sweep.profile)
+            page_orderings["plot"] = orderings_plot(page_orderings["verdicts"], sweep.profile.name,
+                                                    args.output or (args.workdir / "reports-tmp"))
     if args.output is None:
         if args.format == "html":
-            for t in plots.values():
+            for t in [*plots.values(), (page_orderings or {}).get("plot") or {}]:
                 t.pop("path", None)
-        sys.stdout.write(render(tables, args.format, plots))
+        sys.stdout.write(render(tables, args.format, plots, page_orderings))
         return 0
     args.output.mkdir(parents=True, exist_ok=True)
     ext = {"md": "md", "tex": "tex", "html": "html", "json": "json"}[args.format]
     if args.format == "html":
-        (args.output / "index.html").write_text(render(tables, "html", plots))
+        (args.output / "index.html").write_text(render(tables, "html", plots, page_orderings))
         print(args.output / "index.html")
         return 0
     written = []
