@@ -92,6 +92,7 @@ def test_the_orderings_document_of_the_signal_profile(tmp_path, capsys):
     out = tmp_path / "reports"
     assert main(["report", "all", *common, "--format", "orderings", "-o", str(out)]) == 0
     doc = (out / "orderings.md").read_text()
+    assert "](orderings_signal.png)" in doc and (out / "orderings_signal.png").stat().st_size > 5000
     lines = {line.split(" | ")[0].lstrip("| "): line for line in doc.splitlines() if line.startswith("| ")}
     musu = lines["MuSu is more accurate than FCOS"]
     assert "**holds**" in musu

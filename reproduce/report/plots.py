@@ -39,7 +39,7 @@ def _save(fig, stem: Path) -> dict[str, str]:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
-    return dict(png_b64=base64.b64encode(buf.getvalue()).decode(), path=str(stem) + ".png")
+    return dict(png_b64=base64.b64encode(buf.getvalue()).decode(), path=str(stem) + ".png", name=stem.name + ".png")
 
 
 def make_plots(tables, outdir: Path) -> dict[str, dict[str, str]]:

@@ -133,12 +133,12 @@ def render(tables: list[ReportTable], fmt_name: str, plots: dict[str, dict[str, 
 def judged(tables: list[ReportTable], profile: Profile) -> dict:
     """Every ordering the paper reports (``reproduce.report.orderings``), judged where ``tables``
     hold both rows' seeds and said to be not measured, and why, elsewhere: what the orderings
-    document and the HTML page's orderings section show."""
+    document and the HTML page's orderings section show (``plot``: their picture, when drawn)."""
     from reproduce.report import orderings as od
     found = od.verdicts(tables, profile.rows, profile.name)
     counts = [(name, sum(v.verdict == name for v in found)) for name in (od.HOLDS, od.FAILS, od.NOISE, od.UNMEASURED)]
     return dict(profile=profile, verdicts=found, alpha=od.ALPHA, measured=sum(v.test is not None for v in found),
-                counts=[c for c in counts if c[1]])
+                counts=[c for c in counts if c[1]], plot=None)
 
 
 def concerns_orderings(tables: list[ReportTable]) -> bool:
@@ -148,14 +148,18 @@ def concerns_orderings(tables: list[ReportTable]) -> bool:
     return any(t in named for o in od.orderings() for t, _ in (o.higher, o.lower))
 
 
-def render_orderings(tables: list[ReportTable], profile: Profile) -> str:
-    """The orderings document: ``judged`` as Markdown."""
+def require_orderings(tables: list[ReportTable]) -> None:
+    """``--format orderings`` of tables no ordering concerns is refused on one line."""
     from reproduce.report import orderings as od
     if not concerns_orderings(tables):
         raise UserError("none of the paper's orderings has its rows in these tables",
                         hint="report the tables that hold them: " + ", ".join(sorted(
                             {t for o in od.orderings() for t, _ in (o.higher, o.lower)})))
-    return _env(autoescape=False).get_template("orderings.md.j2").render(**judged(tables, profile)) + "\n"
+
+
+def render_orderings(page: dict) -> str:
+    """The orderings document: ``judged``'s page as Markdown (its picture linked beside it when drawn)."""
+    return _env(autoescape=False).get_template("orderings.md.j2").render(**page) + "\n"
 
 
 def _side(s, metric: str, quote: str = "`") -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from reproduce.errors import UserError
 from reproduce.report.gather import attach_maps, gather
-from reproduce.report.render import compile_pdfs, concerns_orderings, judged, render, render_orderings
+from reproduce.report.render import (compile_pdfs, concerns_orderings, judged, render, render_orderings,
+                                     require_orderings)
 from reproduce.sweep.sweep import Sweep
 
 
@@ -18,12 +19,15 @@ def cmd_report(args) -> int:
         if args.paper:
             raise UserError("--paper and --format orderings: the orderings are judged from trained seeds",
                             hint="drop --paper")
-        doc = render_orderings(tables, sweep.profile)
+        require_orderings(tables)
+        page = judged(tables, sweep.profile)
         if args.output is None:
-            sys.stdout.write(doc)
+            sys.stdout.write(render_orderings(page))
         else:
+            from reproduce.report.plots import orderings_plot
             args.output.mkdir(parents=True, exist_ok=True)
-            (args.output / "orderings.md").write_text(doc)
+            page["plot"] = orderings_plot(page["verdicts"], sweep.profile.name, args.output)
+            (args.output / "orderings.md").write_text(render_orderings(page))
             print(args.output / "orderings.md")
         return 0
     plots, page_orderings = {}, None
