@@ -204,8 +204,11 @@ def test_seeds_are_separate_runs_shown_as_mean_and_std(tmp_path, capsys):
     assert "| musu | **2.3** ± 1.5 / 40.6 | 3 |" in md, md
     assert "no difference is printed: profile smoke trains on synthetic data" in md
     assert row["cells"]["AP"]["difference"] is None and "COCO" in table["no_difference_because"]
-    assert main(["report", "seeded", *common, "--format", "tex", "-o", str(tmp_path / "tex")]) == 0
-    assert (tmp_path / "tex" / "seeded.pdf").stat().st_size > 1000  # two columns a metric, not three
+    assert main(["report", "seeded", *common, "--format", "tex"]) == 0
+    tex = capsys.readouterr().out  # two columns a metric (ours, paper), not three
+    for line in (r"\begin{tabular}{lccc}", r"\multicolumn{2}{c}{AP}", r"\cmidrule(lr){2-3}",
+                 r"method & ours & paper & runs \\", r"musu & \textbf{2.3}$\pm$1.5 & 40.6 & 3 \\"):
+        assert line in tex, tex
 
 
 def test_a_profile_on_coco_prints_the_difference_to_the_paper(tmp_path, capsys):
@@ -214,8 +217,6 @@ def test_a_profile_on_coco_prints_the_difference_to_the_paper(tmp_path, capsys):
 
     import yaml
 
-    from reproduce import tracking
-    from reproduce.node.fingerprint import code_fingerprint, library_versions
     from reproduce.sweep.spec import SWEEPS_DIR
     sweeps = tmp_path / "sweeps"
     sh.copytree(SWEEPS_DIR, sweeps)
@@ -228,13 +229,7 @@ def test_a_profile_on_coco_prints_the_difference_to_the_paper(tmp_path, capsys):
     common = ["--profile", str(tmp_path / "coco-subset.yaml"), "--sweeps", str(sweeps), "--workdir", str(tmp_path)]
     assert main(["plan", "seeded", *common[:4], "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    cl = tracking.client(tracking.check(f"sqlite:///{tmp_path / 'mlruns.db'}"))
-    exp = tracking.Tracker(cl.tracking_uri).experiment("coco-subset")
-    for run, ap in zip(plan["runs"], (30.0, 32.0)):
-        r = cl.create_run(exp, tags={tracking.TAG_HASH: run["config_hash"], tracking.TAG_CODE: code_fingerprint(),
-                                     tracking.TAG_LIBS: library_versions()})
-        cl.log_metric(r.info.run_id, "AP", ap)
-        cl.set_terminated(r.info.run_id, "FINISHED")
+    finished_runs(tmp_path, "coco-subset", plan["runs"], [{"AP": 30.0}, {"AP": 32.0}])
     assert main(["report", "seeded", *common, "--format", "md"]) == 0
     md = capsys.readouterr().out
     assert "| musu | **31.0** ± 1.4 / 40.6 (-9.6) | 2 |" in md and "no difference" not in md, md
@@ -245,6 +240,39 @@ def test_a_profile_on_coco_prints_the_difference_to_the_paper(tmp_path, capsys):
     (table,) = json.loads(capsys.readouterr().out)
     assert table["no_difference_because"] is None
     assert table["rows"][0]["cells"]["AP"]["difference"] == pytest.approx(-9.6)
+    assert main(["report", "seeded", *common, "--format", "html"]) == 0
+    html = capsys.readouterr().out
+    assert '<span class="diff-neg">(-9.6)</span>' in html and "No difference" not in html
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex comes with scripts/bootstrap.sh --system")
+def test_latex_without_the_difference_column_compiles(tmp_path, capsys):
+    """Sections, pending rows and two columns a metric: the synthetic profile's LaTeX table."""
+    out = render(capsys, "table1", "--profile", "smoke", "--workdir", str(tmp_path), "--format", "tex",
+                 "-o", str(tmp_path / "tex"))
+    tex = (tmp_path / "tex" / "table1.tex").read_text()
+    assert r"\multicolumn{20}{l}{\emph{" in tex and "pending & 36.5 & pending & 55.7" in tex
+    assert str(tmp_path / "tex" / "table1.pdf") in out, out
+
+
+def test_no_plot_of_fewer_than_two_finished_values(tmp_path, capsys):
+    """A reproduced curve of one point compares nothing: the page says why there is no plot."""
+    import yaml
+
+    from reproduce.sweep.spec import SWEEPS_DIR
+    profile = yaml.safe_load((SWEEPS_DIR / "profiles" / "smoke.yaml").read_text())
+    profile.update(name="two-rows", rows={"table1": ["fcos", "alpha-1/3", "alpha-0"], "table5": ["alpha-1/3-A1",
+                                                                                           "alpha-1.0-A3"]})
+    (tmp_path / "two-rows.yaml").write_text(yaml.safe_dump(profile))
+    common = ["--profile", str(tmp_path / "two-rows.yaml"), "--workdir", str(tmp_path)]
+    assert main(["plan", "table1,table5", *common[:2], "--json"]) == 0
+    runs = [r for r in json.loads(capsys.readouterr().out)["runs"] if ["table1", "alpha-0"] not in r["rows"]]
+    finished_runs(tmp_path, "two-rows", runs, [{"AP": 10.0}] * len(runs))
+    html = render(capsys, "table1,table5", *common, "--format", "html")
+    assert ("No plot of AP against α: profile two-rows finished fewer than two values of it, and a curve "
+            "needs two") in html
+    assert "profile two-rows finished fewer than two values of it for any one alpha" in html  # #A 1 and 3
+    assert 'alt="table1 plot"' not in html and 'alt="table5 plot"' not in html
 
 
 def test_partial_seeds_say_so_and_are_never_best(tmp_path, capsys):

@@ -41,6 +41,8 @@ KEYS = {"claim", "evidence", "metric", "higher", "lower"}
 ALPHA = 0.05
 
 HOLDS, FAILS, NOISE, UNMEASURED = "holds", "does not hold", "within noise", "not measured"
+# each verdict's colour on the pictures and the HTML page (green, red, grey, light grey)
+VERDICT_COLOURS = {HOLDS: "#176d2b", FAILS: "#a12020", NOISE: "#7a7a7a", UNMEASURED: "#a0a0a0"}
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,9 @@ AP against alpha (Table 1), #A (Table 5, one curve per alpha) and the
 temperature ratio (Table 4), the paper's curve beside the reproduced one; and
 the orderings' effects with their intervals (matplotlib, PNG and PDF).
 
-A curve needs two points: a reproduced report whose profile trains fewer than
-two values of the plot's setting draws no plot and says why (one point beside
-one point compares nothing)."""
+A curve needs two points: a reproduced report with fewer than two finished
+values of the plot's setting (in every group, for Table 5's curve per alpha)
+draws no plot and says why (one point beside one point compares nothing)."""
 from __future__ import annotations
 
 import base64
@@ -61,10 +61,11 @@ def make_plots(tables, outdir: Path) -> dict[str, dict[str, str]]:
         if not t.paper_only:
             longest = max(len({p[0] for p in pts if p[2] is not None}) for pts in series.values())
             if longest < 2:
+                each = f" for any one {group_key}" if group_key else ""
                 result[t.table.name] = dict(note=(
-                    f"No plot of AP against {xlabel}: profile {t.profile} has "
-                    f"{'one finished value' if longest == 1 else 'no finished value'} of it, and a curve needs two "
-                    f"(reproduce report {t.table.name} --paper --format html draws the paper's)."))
+                    f"No plot of AP against {xlabel}: profile {t.profile} finished fewer than two values of it{each}, "
+                    f"and a curve needs two (scripts/reproduce report {t.table.name} --paper --format html -o DIR "
+                    "draws the paper's)."))
                 continue
         fig, axes = plt.subplots(1, 2 if not t.paper_only else 1, figsize=(9 if not t.paper_only else 4.8, 3.4),
                                  squeeze=False)
@@ -94,14 +95,14 @@ def make_plots(tables, outdir: Path) -> dict[str, dict[str, str]]:
     return result
 
 
-VERDICT_COLOURS = {"holds": "#176d2b", "does not hold": "#a12020", "within noise": "#8a8a8a"}
-
-
 def orderings_plot(verdicts, profile: str, outdir: Path) -> dict[str, str] | None:
     """Each measured ordering's effect (higher minus lower in the paper's order) with its 95%
     interval, against zero, coloured by its verdict: one panel per metric (their units differ).
-    None when no ordering is measured."""
+    The interval is each test's own; the colour is the verdict after Holm's correction over the
+    page, so an interval clear of zero can still be grey, and the label says so. None when no
+    ordering is measured."""
     from reproduce.metrics import metrics
+    from reproduce.report.orderings import VERDICT_COLOURS
     measured = [v for v in verdicts if v.test is not None]
     if not measured:
         return None
@@ -131,10 +132,11 @@ def orderings_plot(verdicts, profile: str, outdir: Path) -> dict[str, str] | Non
         unit = metrics()[metric].unit
         ax.set_title(f"{metrics()[metric].md}{f' ({unit})' if unit else ''}", fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
-    axes[-1, 0].set_xlabel("higher minus lower row, in the paper's order: mean over seeds and its 95% interval "
-                           "(Welch); right of 0 is the paper's way", fontsize=8)
+    axes[-1, 0].set_xlabel("higher minus lower row in the paper's order (right of 0: the paper's way): the mean "
+                           "over seeds and its 95% interval (Welch), not adjusted for the page's tests;\n"
+                           "the colour is the verdict after Holm's correction over them", fontsize=8)
     fig.legend(handles=[Line2D([], [], color=c, marker="o", linestyle="", label=name)
-                        for name, c in VERDICT_COLOURS.items()] +
+                        for name, c in VERDICT_COLOURS.items() if name in {v.verdict for v in measured}] +
                [Line2D([], [], color="#555", marker="D", linestyle="", label="exact (no spread)")],
                loc="upper center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (0.32 * sum(heights) + 1.2)))

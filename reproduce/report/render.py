@@ -54,9 +54,13 @@ def _env(autoescape: bool) -> jinja2.Environment:
     env.filters["raw_p"] = lambda v: "-" if v.test is None else ("exact" if v.test.exact else _pvalue(v.test.p))
     env.filters["holm_p"] = lambda v: "-" if v.test is None else ("exact" if v.test.exact else _pvalue(v.p_holm))
     env.globals.update(HEADERS={k: m.tex for k, m in metrics().items()}, MD_HEADERS={k: m.md for k, m in metrics().items()},
-                       VERDICT_CLASS={"holds": "v-holds", "does not hold": "v-fails", "within noise": "v-noise",
-                                      "not measured": "v-none"})
+                       VERDICT_COLOURS=_verdict_colours())
     return env
+
+
+def _verdict_colours() -> dict[str, str]:
+    from reproduce.report.orderings import VERDICT_COLOURS
+    return VERDICT_COLOURS
 
 
 def tex_escape(text: str) -> str:

@@ -3,6 +3,7 @@ store, beside the paper's numbers (``report.gather``, ``report.render``)."""
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 from reproduce.errors import UserError
@@ -30,23 +31,20 @@ def cmd_report(args) -> int:
             (args.output / "orderings.md").write_text(render_orderings(page))
             print(args.output / "orderings.md")
         return 0
-    plots, page_orderings = {}, None
-    if args.format == "html" or args.output:
-        from reproduce.report.plots import make_plots
-        plots = make_plots(tables, args.output or (args.workdir / "reports-tmp"))
-    if args.format == "html" and not args.paper:
-        import tempfile
-        with tempfile.TemporaryDirectory() as tmp:
-            attach_maps(tables, sweep.tracker(read_only=True), Path(tmp))
-        if concerns_orderings(tables):  # the page shows them beside the tables, as a picture and a table
-            from reproduce.report.plots import orderings_plot
-            page_orderings = judged(tables, sweep.profile)
-            page_orderings["plot"] = orderings_plot(page_orderings["verdicts"], sweep.profile.name,
-                                                    args.output or (args.workdir / "reports-tmp"))
+    with tempfile.TemporaryDirectory() as tmp:
+        # the pictures go beside the report files, or (a page on stdout) into the page alone
+        pictures = args.output or Path(tmp)
+        plots, page_orderings = {}, None
+        if args.format == "html" or args.output:
+            from reproduce.report.plots import make_plots
+            plots = make_plots(tables, pictures)
+        if args.format == "html" and not args.paper:
+            attach_maps(tables, sweep.tracker(read_only=True), Path(tmp) / "maps")
+            if concerns_orderings(tables):  # the page shows them above the tables, as a picture and a table
+                from reproduce.report.plots import orderings_plot
+                page_orderings = judged(tables, sweep.profile)
+                page_orderings["plot"] = orderings_plot(page_orderings["verdicts"], sweep.profile.name, pictures)
     if args.output is None:
-        if args.format == "html":
-            for t in [*plots.values(), (page_orderings or {}).get("plot") or {}]:
-                t.pop("path", None)
         sys.stdout.write(render(tables, args.format, plots, page_orderings))
         return 0
     args.output.mkdir(parents=True, exist_ok=True)
