@@ -132,12 +132,13 @@ def orderings_plot(verdicts, profile: str, outdir: Path) -> dict[str, str] | Non
         unit = metrics()[metric].unit
         ax.set_title(f"{metrics()[metric].md}{f' ({unit})' if unit else ''}", fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
-    axes[-1, 0].set_xlabel("higher minus lower row in the paper's order (right of 0: the paper's way): the mean "
-                           "over seeds and its 95% interval (Welch), not adjusted for the page's tests;\n"
+    axes[-1, 0].set_xlabel("higher minus lower row in the paper's order (right of 0: the paper's way):\n"
+                           "the mean over seeds and its 95% interval (Welch), not adjusted for the page's tests;\n"
                            "the colour is the verdict after Holm's correction over them", fontsize=8)
     fig.legend(handles=[Line2D([], [], color=c, marker="o", linestyle="", label=name)
                         for name, c in VERDICT_COLOURS.items() if name in {v.verdict for v in measured}] +
-               [Line2D([], [], color="#555", marker="D", linestyle="", label="exact (no spread)")],
+               [Line2D([], [], color="#555", marker="D", linestyle="", label="exact (no spread)")
+                for _ in range(any(v.test.exact for v in measured))],
                loc="upper center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (0.32 * sum(heights) + 1.2)))
     outdir = Path(outdir)
